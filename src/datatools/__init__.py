@@ -1,0 +1,1 @@
+"""Data tools: download, synthetic data."""

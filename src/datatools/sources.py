@@ -1,0 +1,159 @@
+"""Manifest of the files the original LXMERT release publishes, and where each one lands locally.
+
+Every entry is fetched from ``<base>/<path>``. The default base is the original UNC server (or the
+pinned lil-lab/nlvr commit for the raw NLVR2 annotations); a mirror that keeps the same layout can be
+used instead by passing another base URL (http(s)://, s3://bucket/prefix or file:///dir).
+Destinations start with ``data/`` or ``snap/`` and are resolved against the chosen roots, so the files
+end up where the original scripts expect them (e.g. ``snap/pretrained/model_LXRT.pth``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+UNC_BASE = "https://nlp.cs.unc.edu/data"
+# The lil-lab/nlvr commit that the original repository pins as its data/nlvr2/nlvr submodule.
+NLVR_COMMIT = "3afe9e57355ab49fb92a0dc231436e583d67d125"
+NLVR_BASE = f"https://raw.githubusercontent.com/lil-lab/nlvr/{NLVR_COMMIT}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One published file.
+
+    ``path`` is its location below the base URL (also its location on a mirror); ``dest`` is where it
+    is stored, starting with ``data/`` or ``snap/``. Archives list the files they unpack to in
+    ``outputs``; the archive is unpacked next to them and then deleted unless asked to keep it.
+    ``size``/``sha256`` are verified when known; ``approx_size`` is the size the original README states.
+    """
+
+    name: str
+    group: str
+    path: str
+    dest: str
+    base: str = UNC_BASE
+    outputs: tuple[str, ...] = ()
+    size: int | None = None
+    sha256: str | None = None
+    approx_size: str = ""
+
+    @property
+    def archive(self) -> bool:
+        return bool(self.outputs)
+
+    @property
+    def url(self) -> str:
+        return self.url_from(None)
+
+    def url_from(self, base_url: str | None) -> str:
+        """The URL of this file on ``base_url`` (a mirror), or on its original server when None."""
+        return f"{(base_url or self.base).rstrip('/')}/{self.path}"
+
+
+GROUPS: dict[str, str] = {
+    "pretrained-model": "released LXMERT weights (snap/pretrained/model_LXRT.pth)",
+    "pretrained-epoch20": "weights from the repository's own 20-epoch pretraining run",
+    "vqa": "VQA 2.0 question JSON files (train, nominival, minival, test)",
+    "gqa": "GQA balanced question JSON files (train, valid, testdev, submit)",
+    "nlvr2": "raw NLVR2 annotations from lil-lab/nlvr (converted to data/nlvr2/*.json separately)",
+    "pretrain": "aggregated pretraining JSON files (data/lxmert)",
+    "features-coco": "Faster R-CNN obj36 features for MS COCO train2014, val2014, test2015",
+    "features-vg-gqa": "obj36 features for Visual Genome + GQA test images, and GQA testdev",
+    "features-nlvr2": "obj36 features for NLVR2 train, valid, test",
+}
+
+
+def _json(group: str, folder: str, stem: str, approx: str = "") -> Source:
+    return Source(
+        name=f"{folder}/{stem}",
+        group=group,
+        path=f"lxmert_data/{folder}/{stem}.json",
+        dest=f"data/{folder}/{stem}.json",
+        approx_size=approx,
+    )
+
+
+def _features(group: str, folder: str, stem: str, approx: str) -> Source:
+    return Source(
+        name=f"{folder}/{stem}",
+        group=group,
+        path=f"lxmert_data/{folder}/{stem}.zip",
+        dest=f"data/{folder}/{stem}.zip",
+        outputs=(f"data/{folder}/{stem}.tsv",),
+        approx_size=approx,
+    )
+
+
+def _nlvr_raw(stem: str, size: int | None = None, sha256: str | None = None) -> Source:
+    return Source(
+        name=f"nlvr2/raw/{stem}",
+        group="nlvr2",
+        path=f"nlvr2/data/{stem}.json",
+        dest=f"data/nlvr2/nlvr/nlvr2/data/{stem}.json",
+        base=NLVR_BASE,
+        size=size,
+        sha256=sha256,
+    )
+
+
+SOURCES: tuple[Source, ...] = (
+    Source(
+        name="pretrained/model_LXRT",
+        group="pretrained-model",
+        path="model_LXRT.pth",
+        dest="snap/pretrained/model_LXRT.pth",
+        approx_size="870 MB",
+    ),
+    Source(
+        name="pretrained/Epoch20_LXRT",
+        group="pretrained-epoch20",
+        path="github_pretrain/lxmert20/Epoch20_LXRT.pth",
+        dest="snap/pretrained/Epoch20_LXRT.pth",
+        approx_size="870 MB",
+    ),
+    *(_json("vqa", "vqa", s) for s in ("train", "nominival", "minival", "test")),
+    *(_json("gqa", "gqa", s) for s in ("train", "valid", "testdev", "submit")),
+    _nlvr_raw("train"),
+    _nlvr_raw("dev", 3762423, "7c44bc7831c0e060ae7d31807c91cc0c9791322363d8d86828fb44a77f09ae88"),
+    _nlvr_raw("test1", 3780579, "f49a6c512d6868f8faf3b3bbe1a816bf5e8643f13c1bf26e527a21b84e27e2ec"),
+    *(
+        _json("pretrain", "lxmert", s, "~700 MB together")
+        for s in ("mscoco_train", "mscoco_nominival", "mscoco_minival", "vgnococo")
+    ),
+    _features("features-coco", "mscoco_imgfeat", "train2014_obj36", "17 GB"),
+    _features("features-coco", "mscoco_imgfeat", "val2014_obj36", "8 GB"),
+    _features("features-coco", "mscoco_imgfeat", "test2015_obj36", "16 GB"),
+    _features("features-vg-gqa", "vg_gqa_imgfeat", "vg_gqa_obj36", "30 GB with gqa_testdev"),
+    _features("features-vg-gqa", "vg_gqa_imgfeat", "gqa_testdev_obj36", ""),
+    _features("features-nlvr2", "nlvr2_imgfeat", "train_obj36", "21 GB"),
+    _features("features-nlvr2", "nlvr2_imgfeat", "valid_obj36", "1.6 GB"),
+    _features("features-nlvr2", "nlvr2_imgfeat", "test_obj36", "1.6 GB"),
+)
+
+
+def select(selectors: Iterable[str], sources: tuple[Source, ...] = SOURCES) -> list[Source]:
+    """Entries named by group (``vqa``), by entry name (``vqa/train``) or ``all``, in manifest order."""
+    wanted: set[str] = set()
+    for sel in selectors:
+        if sel == "all":
+            wanted.update(s.name for s in sources)
+            continue
+        hits = [s.name for s in sources if sel in (s.group, s.name)]
+        if not hits:
+            raise ValueError(
+                f"unknown group or file {sel!r}; groups are: all, {', '.join(GROUPS)} "
+                "(use --list to see every file name)"
+            )
+        wanted.update(hits)
+    return [s for s in sources if s.name in wanted]
+
+
+def resolve(dest: str, data_root: Path, snap_root: Path) -> Path:
+    """Map a manifest destination (``data/...`` or ``snap/...``) onto the chosen local roots."""
+    top, _, rest = dest.partition("/")
+    roots = {"data": data_root, "snap": snap_root}
+    if top not in roots or not rest:
+        raise ValueError(f"manifest destination {dest!r} must start with data/ or snap/")
+    return Path(roots[top]) / rest

@@ -58,20 +58,19 @@ GROUPS: dict[str, str] = {
     "vqa": "VQA 2.0 question JSON files (train, nominival, minival, test)",
     "gqa": "GQA balanced question JSON files (train, valid, testdev, submit)",
     "nlvr2": "raw NLVR2 annotations from lil-lab/nlvr (converted to data/nlvr2/*.json separately)",
-    "pretrain": "aggregated pretraining JSON files (data/lxmert)",
+    "pretrain": "aggregated pretraining JSON files (data/lxmert, ~700 MB together)",
     "features-coco": "Faster R-CNN obj36 features for MS COCO train2014, val2014, test2015",
-    "features-vg-gqa": "obj36 features for Visual Genome + GQA test images, and GQA testdev",
+    "features-vg-gqa": "obj36 features for Visual Genome + GQA test images, and GQA testdev (30 GB together)",
     "features-nlvr2": "obj36 features for NLVR2 train, valid, test",
 }
 
 
-def _json(group: str, folder: str, stem: str, approx: str = "") -> Source:
+def _json(group: str, folder: str, stem: str) -> Source:
     return Source(
         name=f"{folder}/{stem}",
         group=group,
         path=f"lxmert_data/{folder}/{stem}.json",
         dest=f"data/{folder}/{stem}.json",
-        approx_size=approx,
     )
 
 
@@ -118,14 +117,11 @@ SOURCES: tuple[Source, ...] = (
     _nlvr_raw("train"),
     _nlvr_raw("dev", 3762423, "7c44bc7831c0e060ae7d31807c91cc0c9791322363d8d86828fb44a77f09ae88"),
     _nlvr_raw("test1", 3780579, "f49a6c512d6868f8faf3b3bbe1a816bf5e8643f13c1bf26e527a21b84e27e2ec"),
-    *(
-        _json("pretrain", "lxmert", s, "~700 MB together")
-        for s in ("mscoco_train", "mscoco_nominival", "mscoco_minival", "vgnococo")
-    ),
+    *(_json("pretrain", "lxmert", s) for s in ("mscoco_train", "mscoco_nominival", "mscoco_minival", "vgnococo")),
     _features("features-coco", "mscoco_imgfeat", "train2014_obj36", "17 GB"),
     _features("features-coco", "mscoco_imgfeat", "val2014_obj36", "8 GB"),
     _features("features-coco", "mscoco_imgfeat", "test2015_obj36", "16 GB"),
-    _features("features-vg-gqa", "vg_gqa_imgfeat", "vg_gqa_obj36", "30 GB with gqa_testdev"),
+    _features("features-vg-gqa", "vg_gqa_imgfeat", "vg_gqa_obj36", ""),
     _features("features-vg-gqa", "vg_gqa_imgfeat", "gqa_testdev_obj36", ""),
     _features("features-nlvr2", "nlvr2_imgfeat", "train_obj36", "21 GB"),
     _features("features-nlvr2", "nlvr2_imgfeat", "valid_obj36", "1.6 GB"),

@@ -73,7 +73,7 @@ def convert_tsv(
     try:
         with open(tsv_path, "rb") as f:
             for lineno, line in enumerate(f, start=1):
-                if not line.strip():
+                if not line or line.isspace():
                     raise TSVFormatError(f"{tsv_path}:{lineno}: empty line")
                 rec = parse_line(line, tsv_path, lineno)
                 if writer is None:

@@ -246,7 +246,8 @@ class StoreWriter:
         n = feats.shape[0]
         boxes = normalize_boxes(boxes_px, int(img_h), int(img_w), n, what)
 
-        stored = feats.astype(self.dtype, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, with the image id
+            stored = feats.astype(self.dtype, copy=False)
         if not np.isfinite(stored).all():
             peak = float(np.nanmax(np.abs(feats.astype(np.float64))))
             hint = " (beyond float16 range; convert with --dtype float32)" if np.isfinite(peak) else ""
@@ -384,6 +385,12 @@ class RegionFeatures:
     def num_boxes(self) -> int:
         return int(self.features.shape[0])
 
+    def __repr__(self) -> str:
+        return (
+            f"RegionFeatures(num_boxes={self.num_boxes}, feat_dim={self.features.shape[1]}, "
+            f"dtype={self.features.dtype}, img_h={self.img_h}, img_w={self.img_w})"
+        )
+
 
 def read_meta(path: Path) -> dict[str, Any]:
     """The validated ``meta.json`` of a store directory."""
@@ -434,10 +441,9 @@ class FeatureStore:
         self._box_range: tuple[int, int] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
+        # Only the path and metadata travel; the receiving process maps the files itself.
         state = self.__dict__.copy()
-        for key in ("_pid", "_arrays", "_feats3d", "_ids", "_index", "_box_range"):
-            state[key] = None
-        state["_arrays"] = {}
+        state.update(_pid=None, _arrays={}, _feats3d=None, _ids=None, _index=None, _box_range=None)
         return state
 
     def __repr__(self) -> str:
@@ -512,7 +518,7 @@ class FeatureStore:
                     f"{file}: shape {arr.shape} {arr.dtype}, expected {shape} {dtype}; the store is "
                     "corrupt, rebuild it (python -m features.convert --force)"
                 )
-            arrays[name] = arr
+            arrays[name] = np.asarray(arr)  # plain ndarray views: slicing a np.memmap is slower
         fixed = self.meta.get("fixed_boxes")
         self._feats3d = arrays["features"].reshape(self._total, fixed, self.feat_dim) if fixed else None
         self._arrays = arrays
@@ -598,7 +604,10 @@ class FeatureStore:
         offsets = arrays["offsets"]
         starts, ends = offsets[rows], offsets[rows + 1]
         counts = ends - starts
-        n = int(counts.max()) if num_boxes is None else int(num_boxes)
+        if num_boxes is not None:
+            n = int(num_boxes)
+        else:
+            n = int(counts.max()) if len(rows) else 0
         feats = np.zeros((len(rows), n, self.feat_dim), dtype=out_dtype)
         boxes = np.zeros((len(rows), n, 4), dtype=np.float32)
         mask = np.zeros((len(rows), n), dtype=np.int64)

@@ -149,7 +149,7 @@ def iter_tsv(path: str | os.PathLike, topk: int | None = None) -> Iterator[Regio
     limit = normalize_topk(topk)
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+            if not line or line.isspace():
                 raise TSVFormatError(f"{path}:{lineno}: empty line (expected {len(FIELDNAMES)} fields)")
             yield parse_line(line, path, lineno)
             if limit is not None and lineno >= limit:

@@ -1,10 +1,9 @@
 """BERT uncased WordPiece tokenization, as the original LXMERT feeds sentences to the model.
 
-The pipeline (clean text, space out CJK ideographs, lowercase + strip accents, split off punctuation,
-greedy longest-match WordPiece with ``##`` continuations, ``[UNK]`` for words that cannot be matched or
-are longer than 100 characters) runs in the Rust ``tokenizers`` library. One rule of the original is
-handled here: a whitespace-separated word that is exactly one of the special tokens (``[MASK]`` etc.)
-is neither lowercased nor split, so it maps to its own id.
+The rules (clean text, space out CJK ideographs, lowercase + strip accents except in whole-word special
+tokens such as ``[MASK]``, split off punctuation, greedy longest-match WordPiece with ``##``
+continuations, ``[UNK]`` for words that cannot be matched or are longer than 100 characters) run in the
+Rust ``tokenizers`` library for plain ASCII text and partly in Python otherwise (see ``LXRTTokenizer``).
 
 Sentences become fixed-length rows ``[CLS] + first max_length-2 wordpieces + [SEP]``, right-padded
 with 0, token types 0 (the original's ``convert_sents_to_features``).
@@ -20,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from tokenizers import Encoding, Tokenizer
-from tokenizers.models import WordLevel, WordPiece
+from tokenizers.models import WordPiece
 from tokenizers.normalizers import BertNormalizer
-from tokenizers.pre_tokenizers import BertPreTokenizer, WhitespaceSplit
+from tokenizers.pre_tokenizers import BertPreTokenizer
 from tokenizers.processors import TemplateProcessing
 
 DEFAULT_VOCAB_PATH = Path(__file__).resolve().parents[2] / "data" / "bert" / "bert-base-uncased-vocab.txt"
@@ -32,24 +31,72 @@ MAX_WORD_CHARS = 100
 DEFAULT_MAX_LENGTH = 20
 
 
-_CAPITAL_SIGMA = "\u03a3"
+# The original's CJK blocks. The Rust normalizer mistypes one bound (0x2B920 for 0x2B820).
+_CJK_RANGES: tuple[tuple[int, int], ...] = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
 
 
-def _python_text_rules(text: str) -> str:
-    """Make the Rust normalizer agree with the original Python code on non-ASCII text.
+def _is_cjk(c: str) -> bool:
+    cp = ord(c)
+    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
 
-    Two places differ: Python drops every character of category C* (unassigned code points
-    included, Rust keeps those), and Python's ``str.lower`` turns a word-final capital sigma into
-    the final form while Rust lowercases character by character.
+
+def _is_punctuation(c: str) -> bool:
+    """ASCII symbols count as punctuation too (``$``, ``^``, backtick...), as in the original."""
+    cp = ord(c)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(c)[0] == "P"
+
+
+def basic_words(text: str) -> list[str]:
+    """The original BasicTokenizer in Python: the words WordPiece is applied to.
+
+    Drops NUL, U+FFFD and control/format/unassigned characters, maps whitespace to spaces, spaces
+    out CJK ideographs, then per whitespace-separated word that is not a special token: lowercase,
+    NFD, drop combining marks (category Mn), and split every punctuation character off.
     """
-    if text.isascii():
-        return text
-    category = unicodedata.category
-    text = "".join(c for c in text if c < "\x80" or category(c)[0] != "C")
-    if _CAPITAL_SIGMA in text:
-        # The original lowercases each whitespace-separated word on its own, except special tokens.
-        text = " ".join(w if w in SPECIAL_TOKENS else w.lower() for w in text.split())
-    return text
+    chars = []
+    for c in text:
+        if c in "\t\n\r ":
+            chars.append(" ")
+            continue
+        cat = unicodedata.category(c)
+        if c == "\ufffd" or cat[0] == "C":
+            continue
+        if cat == "Zs":
+            chars.append(" ")
+        elif c >= "\u3400" and _is_cjk(c):
+            chars.append(f" {c} ")
+        else:
+            chars.append(c)
+    words: list[str] = []
+    for word in "".join(chars).split():
+        if word in SPECIAL_TOKENS:
+            words.append(word)
+            continue
+        current: list[str] = []
+        for c in unicodedata.normalize("NFD", word.lower()):
+            if unicodedata.category(c) == "Mn":
+                continue
+            if _is_punctuation(c):
+                if current:
+                    words.append("".join(current))
+                    current = []
+                words.append(c)
+            else:
+                current.append(c)
+        if current:
+            words.append("".join(current))
+    return words
 
 
 class VocabError(ValueError):
@@ -94,15 +141,20 @@ def load_vocab(path: str | Path) -> dict[str, int]:
 def _wordpiece_tokenizer(vocab: dict[str, int]) -> Tokenizer:
     """The uncased BERT pipeline without special tokens, truncation or padding."""
     tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_WORD_CHARS))
-    tok.normalizer = BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=True
-    )
+    tok.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=True)
     tok.pre_tokenizer = BertPreTokenizer()
     return tok
 
 
 class LXRTTokenizer:
-    """Uncased BERT WordPiece tokenizer producing the original's fixed-length model inputs."""
+    """Uncased BERT WordPiece tokenizer producing the original's fixed-length model inputs.
+
+    ASCII sentences without special tokens (nearly all of VQA, GQA and NLVR2) go through the Rust
+    pipeline in one batched call. Other sentences are split into words by ``basic_words`` (the
+    original's rules in Python) and only WordPiece runs in Rust: the Rust normalizer's Unicode tables
+    are older than Python's, it lowercases without the final-sigma rule, mistypes a CJK block bound and
+    has no notion of whole-word special tokens.
+    """
 
     def __init__(self, vocab_path: str | Path | None = None, max_length: int = DEFAULT_MAX_LENGTH) -> None:
         self.vocab_path = Path(vocab_path) if vocab_path is not None else DEFAULT_VOCAB_PATH
@@ -114,17 +166,9 @@ class LXRTTokenizer:
         self.cls_id = self.vocab["[CLS]"]
         self.sep_id = self.vocab["[SEP]"]
         self.mask_id = self.vocab["[MASK]"]
-        self._words = _wordpiece_tokenizer(self.vocab)
-        # Whole-word specials bypass normalization; a tiny word-level model turns them into encodings
-        # that can be merged with the WordPiece encodings of the surrounding text.
-        self._specials = Tokenizer(
-            WordLevel({t: self.vocab[t] for t in SPECIAL_TOKENS}, unk_token="[UNK]")
-        )
-        self._specials.pre_tokenizer = WhitespaceSplit()
-        # Only clean_text + CJK spacing: reproduces the original's text before its whitespace split.
-        self._cleaner = BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
-        )
+        self._full = _wordpiece_tokenizer(self.vocab)
+        # WordPiece alone, for words already produced by ``basic_words``.
+        self._pieces = Tokenizer(WordPiece(self.vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_WORD_CHARS))
         self._framed: dict[int, Tokenizer] = {}
 
     @staticmethod
@@ -148,10 +192,10 @@ class LXRTTokenizer:
         return [self.ids_to_tokens[int(i)] for i in ids]
 
     def _framer(self, max_length: int) -> Tokenizer:
-        """The WordPiece pipeline plus [CLS] $A [SEP], truncation and padding to ``max_length``."""
+        """The Rust pipeline plus [CLS] $A [SEP], truncation and padding to ``max_length``."""
         framed = self._framed.get(max_length)
         if framed is None:
-            framed = Tokenizer.from_str(self._words.to_str())
+            framed = Tokenizer.from_str(self._full.to_str())
             framed.post_processor = TemplateProcessing(
                 single="[CLS] $A [SEP]",
                 special_tokens=[("[CLS]", self.cls_id), ("[SEP]", self.sep_id)],
@@ -164,54 +208,39 @@ class LXRTTokenizer:
         return framed
 
     @staticmethod
-    def _has_special_word(text: str) -> bool:
-        return "[" in text and any(t in text for t in SPECIAL_TOKENS)
+    def _rust_safe(text: str) -> bool:
+        """True when the Rust normalizer and pre-tokenizer reproduce the original exactly."""
+        return text.isascii() and not ("[" in text and any(t in text for t in SPECIAL_TOKENS))
 
-    def _encode_with_specials(self, text: str) -> Encoding:
-        """Wordpieces of ``text`` (no framing) honouring whole-word special tokens."""
-        words = self._cleaner.normalize_str(text).split()
-        parts: list[Encoding] = []
-        plain: list[str] = []
-        for word in words:
-            if word in SPECIAL_TOKENS:
-                if plain:
-                    parts.append(self._words.encode(" ".join(plain), add_special_tokens=False))
-                    plain = []
-                parts.append(self._specials.encode(word, add_special_tokens=False))
-            else:
-                plain.append(word)
-        if plain:
-            parts.append(self._words.encode(" ".join(plain), add_special_tokens=False))
-        return Encoding.merge(parts, growing_offsets=True)
-
-    def _encode_plain(self, sents: Sequence[str], tok: Tokenizer, specials: bool) -> list[Encoding]:
-        """Encode a batch; sentences with whole-word specials take the (rare) slow path."""
+    def _encode(self, sents: Sequence[str], framer: Tokenizer | None) -> list[Encoding]:
+        """Encodings of ``sent.strip()`` for each sentence; framed when ``framer`` is given."""
+        if isinstance(sents, str):
+            raise TypeError("expected a sequence of sentences, got a single str")
         texts = []
         for i, s in enumerate(sents):
             if not isinstance(s, str):
                 raise TypeError(f"sentence {i} is {type(s).__name__}, expected str")
-            texts.append(_python_text_rules(s.strip()))
-        out = tok.encode_batch(texts, add_special_tokens=specials)
+            texts.append(s.strip())
+        tok = framer if framer is not None else self._full
+        out = tok.encode_batch(texts, add_special_tokens=framer is not None)
         for i, text in enumerate(texts):
-            if self._has_special_word(text):
-                enc = self._encode_with_specials(text)
-                out[i] = tok.post_process(enc, add_special_tokens=True) if specials else enc
+            if not self._rust_safe(text):
+                enc = self._pieces.encode(basic_words(text), is_pretokenized=True, add_special_tokens=False)
+                out[i] = framer.post_process(enc, add_special_tokens=True) if framer is not None else enc
         return out
 
     def tokenize(self, text: str) -> list[str]:
         """Wordpieces of one sentence, without [CLS]/[SEP]."""
-        return self._encode_plain([text], self._words, specials=False)[0].tokens
+        return self._encode([text], None)[0].tokens
 
     def encode_wordpieces(self, sents: Sequence[str]) -> list[list[int]]:
         """Wordpiece ids of each sentence without specials or truncation (pretraining masks these)."""
-        return [e.ids for e in self._encode_plain(sents, self._words, specials=False)]
+        return [e.ids for e in self._encode(sents, None)]
 
     def __call__(self, sents: Sequence[str], max_length: int | None = None) -> TokenizedBatch:
         """Fixed-length ``[CLS] tokens [SEP] [PAD]...`` rows for a batch of sentences."""
-        if isinstance(sents, str):
-            raise TypeError("expected a sequence of sentences, got a single str")
         length = self._check_length(max_length) if max_length is not None else self.max_length
-        encodings = self._encode_plain(sents, self._framer(length), specials=True)
+        encodings = self._encode(sents, self._framer(length))
         ids = np.zeros((len(encodings), length), dtype=np.int64)
         mask = np.zeros((len(encodings), length), dtype=np.int64)
         types = np.zeros((len(encodings), length), dtype=np.int64)

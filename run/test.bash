@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install what the tests need and run them: bash run/test.bash [pytest args...]
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$REPO"
+bash run/setup.bash --dev
+.venv/bin/ruff check src tests bench
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,123 @@
+"""Command line of every entry point: the original flags, plus the new ones, over a named recipe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from lxrt import LXRTConfig
+
+from . import recipes
+from .config import TrainConfig
+
+MODEL_PRESETS = {"base": LXRTConfig(), "tiny": LXRTConfig.tiny()}
+
+# flag -> TrainConfig field, for flags that map one to one
+_FIELDS = {
+    "train": "train", "valid": "valid", "test": "test", "batchSize": "batch_size", "optim": "optim",
+    "lr": "lr", "epochs": "epochs", "seed": "seed", "output": "output", "numWorkers": "num_workers",
+    "load": "load", "loadLXMERT": "load_lxmert", "loadLXMERTQA": "load_lxmert_qa", "data_root": "data_root",
+    "eval_batch_size": "eval_batch_size", "amp": "amp", "save_every": "save_every", "max_steps": "max_steps",
+    "warmup": "warmup", "clip_norm": "clip_norm", "log_every": "log_every", "bert": "bert",
+    "max_seq_length": "max_seq_length", "weight_decay": "weight_decay",
+}
+_SWITCHES = {"tiny": "tiny", "fast": "fast", "fromScratch": "from_scratch", "compile": "compile",
+             "fsdp": "fsdp", "resume": "resume"}
+
+
+def build_parser(description: str, recipe: str) -> argparse.ArgumentParser:
+    """Parser with the original's flags (same names) and this project's additions."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--recipe", default=recipe, help=f"named experiment; known: {', '.join(recipes.names())}")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    g = p.add_argument_group("original flags")
+    g.add_argument("--train", help="training splits, comma-separated (e.g. train,nominival)")
+    g.add_argument("--valid", help="validation split(s); empty for none")
+    g.add_argument("--test", help="split to predict and write submission files for")
+    g.add_argument("--batchSize", type=int, help="global batch size (split over processes)")
+    g.add_argument("--optim", choices=["bert", "adamw", "adam", "adamax", "rms", "sgd"])
+    g.add_argument("--lr", type=float)
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--dropout", type=float, help="accepted for compatibility (unused, as in the original)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--output", help="run folder (snap/<task>/<name>)")
+    g.add_argument("--fast", action="store_true", default=None, help="first 5000 feature lines of each file")
+    g.add_argument("--tiny", action="store_true", default=None, help="first 512 feature lines of each file")
+    g.add_argument("--tqdm", action="store_true", help="accepted for compatibility (progress bars are on)")
+    g.add_argument("--load", help="fine-tuned snapshot to start from (PATH -> PATH.pth)")
+    g.add_argument("--loadLXMERT", help="pretrained encoder (PATH -> PATH_LXRT.pth)")
+    g.add_argument("--loadLXMERTQA", help="pretrained encoder + QA head (PATH -> PATH_LXRT.pth)")
+    g.add_argument("--fromScratch", action="store_true", default=None, help="no BERT initialization")
+    g.add_argument("--mceLoss", action="store_true", default=None, help="GQA: softmax cross-entropy loss")
+    g.add_argument("--llayers", type=int)
+    g.add_argument("--xlayers", type=int)
+    g.add_argument("--rlayers", type=int)
+    g.add_argument("--multiGPU", action="store_true", help="use every visible GPU (the run script starts torchrun)")
+    g.add_argument("--numWorkers", type=int, help="DataLoader worker processes")
+    n = p.add_argument_group("new flags")
+    n.add_argument("--data-root", dest="data_root", help="folder holding vqa/, gqa/, mscoco_imgfeat/, ...")
+    n.add_argument("--model-config", dest="model_config",
+                   help="model size: 'base' (LXMERT), 'tiny', or a JSON file of LXRTConfig fields")
+    n.add_argument("--bert", help="HF BERT folder to initialize the language layers (without --fromScratch)")
+    n.add_argument("--eval-batch-size", dest="eval_batch_size", type=int)
+    n.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], help="autocast precision")
+    n.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    n.add_argument("--fsdp", action="store_true", default=None, help="FSDP2 (fully_shard) instead of DDP")
+    n.add_argument("--resume", action="store_true", default=None, help="continue from <output>/checkpoint.pt")
+    n.add_argument("--save-every", dest="save_every", type=int, help="steps between resumable checkpoints")
+    n.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many steps")
+    n.add_argument("--warmup", type=float, help="warm-up fraction of the linear schedule")
+    n.add_argument("--weight-decay", dest="weight_decay", type=float)
+    n.add_argument("--clip-norm", dest="clip_norm", type=float, help="gradient clipping norm (0: off)")
+    n.add_argument("--log-every", dest="log_every", type=int)
+    n.add_argument("--max-seq-length", dest="max_seq_length", type=int)
+    n.add_argument("--full-encoder", action="store_true", help="compute every output row (no pooled-only path)")
+    n.add_argument("--no-progress", action="store_true", help="no progress bars")
+    n.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    return p
+
+
+def model_config(spec: str | None, base: LXRTConfig) -> LXRTConfig:
+    if spec is None:
+        return base
+    if spec in MODEL_PRESETS:
+        return MODEL_PRESETS[spec]
+    path = Path(spec)
+    if not path.is_file():
+        raise SystemExit(f"--model-config: {spec!r} is neither a preset ({', '.join(MODEL_PRESETS)}) nor a file")
+    try:
+        return LXRTConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, ValueError, TypeError) as e:
+        raise SystemExit(f"--model-config {path}: {e}") from e
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The recipe named by ``--recipe`` with every flag given on the command line applied."""
+    cfg = recipes.get(args.recipe)
+    changes: dict[str, Any] = {}
+    for flag, name in _FIELDS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            changes[name] = value
+    for flag, name in _SWITCHES.items():
+        if getattr(args, flag, None):
+            changes[name] = True
+    if getattr(args, "full_encoder", False):
+        changes["pooled_only"] = False
+    if getattr(args, "no_progress", False):
+        changes["progress"] = False
+    model = model_config(getattr(args, "model_config", None), cfg.model)
+    layers = {k: getattr(args, k) for k in ("llayers", "xlayers", "rlayers") if getattr(args, k, None) is not None}
+    changes["model"] = model.replace(**layers) if layers else model
+    return cfg.replace(**changes)
+
+
+def print_config_and_exit(cfg: TrainConfig, extra: dict[str, Any] | None = None) -> None:
+    d = cfg.to_dict()
+    if extra:
+        d.update(extra)
+    print(json.dumps(d, indent=2, sort_keys=True))
+    sys.exit(0)

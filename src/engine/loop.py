@@ -1,0 +1,371 @@
+"""The one training and evaluation loop shared by fine-tuning and pretraining.
+
+Reads top to bottom: build (task model, device, DDP/FSDP2, compile), data (sharded, resumable
+order), optimizer, then per epoch: train steps (autocast, scaler, clip, step), evaluation with
+exact-once sharding, model selection, snapshots and a resumable checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import BatchSampler, DataLoader, Dataset
+from tqdm import tqdm
+
+from lxrt.checkpoint import atomic_write, save_state_dict
+
+from . import distributed as dist_utils
+from .batch import Batch
+from .config import TrainConfig
+from .distributed import DistEnv, ShardSampler
+from .flops import device_peak_flops, train_flops
+from .optim import build_optimizer, clip_grad_norm, current_lr
+from .report import RunReport, get_logger, setup_logging
+from .state import RESUME_FILE, load_training_state, rng_state, save_training_state, seed_everything, set_rng_state
+from .task import Task
+
+STEPS_FILE = "steps.jsonl"
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """``--amp``: auto = bf16 on CUDA (when supported), full precision on CPU."""
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    choices = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None, "fp32": None}
+    if amp not in choices:
+        raise ValueError(f"--amp must be auto, bf16, fp16 or none, got {amp!r}")
+    return choices[amp]
+
+
+class Trainer:
+    """Runs one task: ``fit`` (train + validate + snapshots) and ``test`` (predict + write files)."""
+
+    def __init__(self, task: Task, cfg: TrainConfig, env: DistEnv) -> None:
+        self.task, self.cfg, self.env = task, cfg, env
+        self.log = get_logger()
+        self.out = cfg.output_dir
+        self.report = RunReport(self.out, enabled=env.is_main)
+        model = task.build_model()
+        task.load_pretrained(model)
+        self.model = model.to(env.device)
+        self.wrapped: nn.Module = dist_utils.wrap_model(self.model, env, fsdp=cfg.fsdp)
+        if cfg.compile:
+            self.wrapped = torch.compile(self.wrapped)
+        self.amp_dtype = autocast_dtype(cfg.amp, env.device)
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.amp_dtype == torch.float16)
+        n_params = sum(p.numel() for p in self.model.parameters())
+        self.log.info(
+            f"{task.name}: {n_params:,} parameters on {env.device} x{env.world_size}, "
+            f"precision {self.amp_dtype or torch.float32}, compile={cfg.compile}, fsdp={cfg.fsdp}"
+        )
+
+    # ----------------------------------------------------------------------------- helpers
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.env.device.type, dtype=self.amp_dtype)
+
+    def _loader(self, dataset: Dataset, sampler: ShardSampler, batch: int, drop_last: bool, seed: int) -> DataLoader:
+        # A generator of our own keeps DataLoader start-up from drawing on the global RNG, so a
+        # resumed run sees the same dropout masks as an uninterrupted one.
+        return DataLoader(
+            dataset,
+            batch_sampler=BatchSampler(sampler, batch, drop_last=drop_last),
+            collate_fn=self.task.collate,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.env.device.type == "cuda",
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    def _per_rank(self, global_batch: int) -> int:
+        if global_batch % self.env.world_size:
+            raise ValueError(
+                f"batch size {global_batch} is not divisible by the {self.env.world_size} processes"
+            )
+        return global_batch // self.env.world_size
+
+    def _progress(self, it: Any, total: int, desc: str) -> Any:
+        if not (self.cfg.progress and self.env.is_main):
+            return it
+        return tqdm(it, total=total, desc=desc, dynamic_ncols=True, leave=False)
+
+    def _save_weights(self, name: str | None) -> None:
+        if name is None:
+            return
+        state = dist_utils.full_state_dict(self.wrapped)
+        if self.env.is_main:
+            save_state_dict(state, self.out / name)
+            self.log.info(f"saved {self.out / name}")
+
+    # ----------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, dataset: Dataset, split: str) -> tuple[dict[Any, Any], dict[str, float]]:
+        """Predictions for every example of ``dataset`` (exactly once) and its metrics."""
+        per_rank = self._per_rank(self.cfg.eval_batch_size or self.task.eval_batch_size * self.env.world_size)
+        per_rank = max(per_rank, 1)
+        sampler = ShardSampler(len(dataset), shuffle=False, seed=self.cfg.seed, env=self.env)
+        loader = self._loader(dataset, sampler, per_rank, drop_last=False, seed=self.cfg.seed)
+        self.wrapped.eval()
+        predictions: dict[Any, Any] = {}
+        sums: dict[str, Tensor] = {}
+        batches = 0
+        for batch in self._progress(loader, len(loader), f"eval {split}"):
+            batch = batch.to(self.env.device, non_blocking=True)
+            with self._autocast():
+                output = self.task.forward(self.wrapped, batch)
+                if batch.targets:
+                    total, parts = self.task.loss(output, batch)
+                    for k, v in {"loss": total, **parts}.items():
+                        sums[k] = sums.get(k, 0) + v.detach().float()
+                    batches += 1
+            predictions.update(self.task.predict(output, batch))
+        predictions = dist_utils.gather_dicts(predictions, self.env)
+        metrics = {k: float(v) / batches for k, v in sums.items()} if batches else {}
+        metrics = dist_utils.all_reduce_mean(metrics, self.env)
+        metrics = {("loss" if k == "loss" else f"loss/{k}"): v for k, v in metrics.items()}
+        metrics.update(self.task.score(predictions, dataset))
+        return predictions, metrics
+
+    # ----------------------------------------------------------------------------- training
+    def _train_step(self, batch: Batch, optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[Tensor, Any]:
+        with self._autocast():
+            output = self.task.forward(self.wrapped, batch)
+            loss, parts = self.task.loss(output, batch)
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
+        clip_grad_norm(self.wrapped, self.cfg.clip_norm)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        if scheduler is not None:
+            scheduler.step()
+        return loss.detach(), (output, parts)
+
+    def _training_states(self, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Full model and optimizer states (FSDP shards gathered)."""
+        if self.cfg.fsdp and self.env.distributed:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return get_state_dict(self.wrapped, optimizer, options=opts)
+        return dist_utils.full_state_dict(self.model), optimizer.state_dict()
+
+    def _resume_state(self, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+        path = self.out / RESUME_FILE
+        state = load_training_state(path)
+        if self.cfg.fsdp and self.env.distributed:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+            set_state_dict(
+                self.wrapped, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                options=StateDictOptions(full_state_dict=True),
+            )
+        else:
+            self.model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.report.history = state.get("history", [])
+        self.log.info(f"resumed from {path}: epoch {state['epoch']}, step {state['step']}")
+        return state
+
+    def _checkpoint(self, optimizer: torch.optim.Optimizer, scheduler: Any, **position: Any) -> None:
+        model_state, optim_state = self._training_states(optimizer)
+        if self.env.is_main:
+            state = {
+                "model": model_state,
+                "optimizer": optim_state,
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": self.scaler.state_dict(),
+                "rng": rng_state(),
+                "history": self.report.history,
+                "config": self.cfg.to_dict(),
+                **position,
+            }
+            save_training_state(self.out / RESUME_FILE, state)
+        dist_utils.barrier()
+
+    def _log_steps(self, first_step: int, losses: list[Tensor], lrs: list[float]) -> None:
+        if not (self.env.is_main and losses):
+            return
+        values = torch.stack(losses).float().tolist()
+        with open(self.out / STEPS_FILE, "a") as f:
+            for i, (loss, lr) in enumerate(zip(values, lrs)):
+                f.write(json.dumps({"step": first_step + i, "loss": loss, "lr": lr}) + "\n")
+
+    def _truncate_steps(self, upto: int) -> None:
+        """After a resume, forget step records past the checkpoint (they are re-run)."""
+        path = self.out / STEPS_FILE
+        if not (self.env.is_main and path.is_file()):
+            return
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] < upto]
+        text = "".join(ln + "\n" for ln in keep)
+        atomic_write(path, lambda tmp: tmp.write_text(text))
+
+    def _is_better(self, metrics: Mapping[str, float], best: float | None) -> tuple[bool, float | None]:
+        if self.task.select_by_loss:
+            value = metrics.get("loss")
+            return value is not None and (best is None or value < best), value
+        value = metrics.get(self.task.main_metric)
+        return value is not None and (best is None or value > best), value
+
+    def fit(self) -> dict[str, Any]:
+        cfg, task, env = self.cfg, self.task, self.env
+        train_set = task.dataset(cfg.train, train=True)
+        valid_set = task.dataset(cfg.valid, train=False) if cfg.valid else None
+        per_rank = self._per_rank(cfg.batch_size)
+        sampler = ShardSampler(len(train_set), True, cfg.seed, env, per_rank_batch=per_rank, drop_last=True)
+        steps_per_epoch = len(sampler) // per_rank
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"{len(train_set)} training examples give no full batch of {cfg.batch_size}: "
+                "lower --batchSize or add data"
+            )
+        t_total = steps_per_epoch * cfg.epochs
+        optimizer, scheduler = build_optimizer(
+            self.wrapped, cfg.optim, cfg.lr, t_total, cfg.warmup, cfg.weight_decay
+        )
+        self.log.info(
+            f"train {cfg.train}: {len(train_set)} examples, {steps_per_epoch} steps/epoch x {cfg.epochs} "
+            f"epochs, batch {cfg.batch_size} ({per_rank}/process), optimizer {cfg.optim}, lr {cfg.lr}"
+        )
+        start_epoch, start_step, best = 0, 0, None
+        if cfg.resume and (self.out / RESUME_FILE).is_file():
+            state = self._resume_state(optimizer, scheduler)
+            start_epoch, start_step, best = state["epoch"], state["step"], state.get("best")
+            self._truncate_steps(start_epoch * steps_per_epoch + start_step)
+        elif cfg.resume:
+            self.log.info(f"--resume: no {RESUME_FILE} in {self.out}, starting from the beginning")
+        flops = train_flops(self.model.config if hasattr(self.model, "config") else cfg.model)
+        peak = device_peak_flops(env.device)
+        global_step = start_epoch * steps_per_epoch + start_step
+        done = False
+        for epoch in range(start_epoch, cfg.epochs):
+            sampler.set_epoch(epoch, start=start_step * per_rank)
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(epoch)
+            loader = self._loader(train_set, sampler, per_rank, drop_last=True, seed=cfg.seed + epoch)
+            self.wrapped.train()
+            train_preds: dict[Any, Any] = {}
+            losses: list[Tensor] = []
+            lrs: list[float] = []
+            epoch_loss, epoch_batches = torch.zeros((), device=env.device), 0
+            t0, seen = time.perf_counter(), 0
+            bar = self._progress(loader, len(loader), f"epoch {epoch + 1}/{cfg.epochs}")
+            for batch in bar:
+                batch = batch.to(env.device, non_blocking=True)
+                loss, (output, _parts) = self._train_step(batch, optimizer, scheduler)
+                train_preds.update(task.predict(output, batch))
+                losses.append(loss)
+                lrs.append(current_lr(optimizer))
+                epoch_loss += loss.float()
+                epoch_batches += 1
+                seen += len(batch) * env.world_size
+                global_step += 1
+                start_step += 1
+                if len(losses) >= cfg.log_every or start_step == steps_per_epoch:
+                    self._log_steps(global_step - len(losses), losses, lrs)
+                    rate = seen / (time.perf_counter() - t0)
+                    scalars = {"loss": float(losses[-1]), "lr": lrs[-1], "examples_per_s": rate}
+                    if peak:
+                        scalars["mfu"] = rate * flops / peak
+                    self.report.scalars(global_step, scalars, "train")
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix(loss=f"{scalars['loss']:.4f}", ex_s=f"{rate:.1f}")
+                    losses, lrs = [], []
+                if cfg.save_every and global_step % cfg.save_every == 0:
+                    self._log_steps(global_step - len(losses), losses, lrs)
+                    losses, lrs = [], []
+                    self._checkpoint(optimizer, scheduler, epoch=epoch, step=start_step, best=best)
+                if cfg.max_steps and global_step >= cfg.max_steps:
+                    done = True
+                    break
+            self._log_steps(global_step - len(losses), losses, lrs)
+            elapsed = time.perf_counter() - t0
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "train/loss": float(epoch_loss) / max(epoch_batches, 1),
+                "train/examples_per_s": seen / elapsed if elapsed > 0 else math.nan,
+            }
+            train_preds = dist_utils.gather_dicts(train_preds, env)
+            train_metrics = task.score(train_preds, train_set)
+            record.update({f"train/{k}": v for k, v in train_metrics.items()})
+            if task.main_metric in train_metrics:
+                self.report.original_log(f"Epoch {epoch}: Train {train_metrics[task.main_metric] * 100:0.2f}")
+            if done and start_step < steps_per_epoch:
+                # Stopped mid-epoch (--max-steps): keep a resumable checkpoint, skip epoch-end work.
+                self._checkpoint(optimizer, scheduler, epoch=epoch, step=start_step, best=best)
+                break
+            if valid_set is not None:
+                _, metrics = self.evaluate(valid_set, cfg.valid)
+                record.update({f"valid/{k}": v for k, v in metrics.items()})
+                better, value = self._is_better(metrics, best)
+                if better:
+                    best = value
+                    self._save_weights(task.best_name)
+                if task.main_metric in metrics:
+                    self.report.original_log(f"Epoch {epoch}: Valid {metrics[task.main_metric] * 100:0.2f}")
+                    if best is not None and not task.select_by_loss:
+                        self.report.original_log(f"Epoch {epoch}: Best {best * 100:0.2f}")
+                self.report.scalars(global_step, metrics, "valid")
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+                self.log.info(f"epoch {epoch + 1}: train loss {record['train/loss']:.4f}; valid {shown}")
+            else:
+                self.log.info(f"epoch {epoch + 1}: train loss {record['train/loss']:.4f}")
+            self._save_weights(task.snapshot_name(epoch))
+            self.report.epoch_end(record)
+            start_step = 0
+            self._checkpoint(optimizer, scheduler, epoch=epoch + 1, step=0, best=best)
+            if done:
+                break
+        if not done or start_step == 0:
+            self._save_weights(task.last_name)
+        self.report.close()
+        return {"best": best, "history": self.report.history}
+
+    def test(self, splits: str) -> dict[str, float]:
+        """Predict every example of ``splits`` and write the task's files."""
+        dataset = self.task.dataset(splits, train=False, full=True)
+        predictions, metrics = self.evaluate(dataset, splits)
+        if self.env.is_main:
+            files = self.task.write_predictions(predictions, dataset, self.out, splits)
+            for f in files:
+                self.log.info(f"wrote {f}")
+            if metrics:
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+                self.log.info(f"{splits}: {shown}")
+                text = json.dumps(metrics, indent=2)
+                atomic_write(self.out / f"{splits}_metrics.json", lambda tmp: tmp.write_text(text))
+        return metrics
+
+
+def run(task: Task, cfg: TrainConfig, device: str = "auto") -> dict[str, Any]:
+    """Train and/or test ``task`` as ``cfg`` says, in this process (one of torchrun's, or alone)."""
+    env = dist_utils.setup(device)
+    out = cfg.output_dir
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "config.json", lambda tmp: tmp.write_text(cfg.to_json()))
+    logger = setup_logging(out, env.is_main)
+    seed_everything(cfg.seed)
+    result: dict[str, Any] = {}
+    try:
+        trainer = Trainer(task, cfg, env)
+        if cfg.train:
+            result["fit"] = trainer.fit()
+        if cfg.test:
+            result["test"] = trainer.test(cfg.test)
+        if not cfg.train and not cfg.test:
+            logger.warning("nothing to do: neither --train nor --test is set")
+    finally:
+        dist_utils.teardown()
+    return result

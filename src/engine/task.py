@@ -1,0 +1,83 @@
+"""What a task gives the training loop: data, model, loss, predictions, metric and output files.
+
+The loop (``engine.loop``) never knows which task it runs; VQA, GQA, NLVR2 and pretraining each
+implement this interface in a small module.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from .batch import Batch
+
+
+class Task(ABC):
+    """One vision-and-language task plugged into the shared loop."""
+
+    name: str = "task"
+    main_metric: str = "accuracy"
+    """Key of ``score``'s result used for model selection (higher is better)."""
+    select_by_loss: bool = False
+    """Select the best snapshot by lowest mean validation loss instead (pretraining)."""
+    best_name: str | None = "BEST.pth"
+    last_name: str | None = "LAST.pth"
+    eval_batch_size: int = 512
+    """Default evaluation batch (global) when the run does not set one."""
+
+    def snapshot_name(self, epoch: int) -> str | None:
+        """File name for the weights after 0-based ``epoch`` (None: no per-epoch snapshot)."""
+        return None
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """A freshly initialized model whose ``forward(**batch_inputs)`` gives the task output."""
+
+    def load_pretrained(self, model: nn.Module) -> None:  # noqa: B027 - optional hook
+        """Load initial weights (``--loadLXMERT``, ``--loadLXMERTQA``, BERT) before training."""
+
+    @abstractmethod
+    def dataset(self, splits: str, train: bool, full: bool = False) -> Dataset:
+        """The examples of comma-separated ``splits``.
+
+        ``train`` selects training behaviour (e.g. random masking); ``full`` ignores ``--tiny`` /
+        ``--fast`` (test splits are always whole, as in the original).
+        """
+
+    @abstractmethod
+    def collate(self, examples: list[Any]) -> Batch:
+        """Tokenize and gather features for a list of examples."""
+
+    def forward(self, model: nn.Module, batch: Batch) -> Any:
+        """Run the model on a batch (already on the device)."""
+        return model(
+            input_ids=batch.input_ids,
+            feats=batch.feats,
+            boxes=batch.boxes,
+            attention_mask=batch.attention_mask,
+            token_type_ids=batch.token_type_ids,
+            visual_mask=batch.visual_mask,
+        )
+
+    @abstractmethod
+    def loss(self, output: Any, batch: Batch) -> tuple[Tensor, Mapping[str, Tensor]]:
+        """Total loss to backpropagate and its named parts (detached) for logging."""
+
+    @abstractmethod
+    def predict(self, output: Any, batch: Batch) -> dict[Any, Any]:
+        """Predictions of this batch, keyed by example id."""
+
+    @abstractmethod
+    def score(self, predictions: Mapping[Any, Any], dataset: Dataset) -> dict[str, float]:
+        """Metrics of ``predictions`` on ``dataset`` (empty when the split has no labels)."""
+
+    @abstractmethod
+    def write_predictions(
+        self, predictions: Mapping[Any, Any], dataset: Dataset, output_dir: Path, split: str
+    ) -> list[Path]:
+        """Write the prediction/submission files of ``split`` into ``output_dir``."""

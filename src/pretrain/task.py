@@ -1,0 +1,288 @@
+"""LXMERT pretraining as a ``Task`` of the shared training loop.
+
+The task builds ``LXMERTForPretraining`` (keys ``bert.*``, ``cls.*``, ``obj_predict_head.*``,
+``answer_head.*``), serves corrupted examples from ``pretrain.data``, sums the losses of
+``pretrain.losses`` and reports image-QA accuracy. The loop saves ``EpochXX_LXRT.pth`` after every
+epoch and ``BEST_EVAL_LOSS_LXRT.pth`` at the lowest mean validation loss, as the original did.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from engine.batch import Batch
+from engine.config import TrainConfig
+from engine.report import get_logger
+from engine.task import Task
+from lxrt import (
+    VISUAL_LOSSES,
+    CheckpointError,
+    LXMERTForPretraining,
+    LXRTConfig,
+    PretrainingOutput,
+    atomic_write,
+    load_bert_weights,
+    load_state,
+    read_state_dict,
+    resolve_checkpoint,
+)
+from lxrt.tokenization import LXRTTokenizer
+from tasks.answers import PretrainAnswerTable, convert_ans
+
+from .data import ExampleOptions, PretrainDataset, collate, image_limit, load_corpus
+from .losses import LOSS_COMPAT, LossOptions, pretraining_loss
+
+SCHEDULES = ("single", "paper")
+SHIPPED_ANSWERS = Path(__file__).resolve().parents[2] / "data" / "lxmert" / "all_ans.json"
+BERT_DIRS = ("snap/bert/bert-base-uncased", "data/bert")  # where the fine-tuning tasks look too
+
+
+@dataclass(frozen=True)
+class PretrainOptions:
+    """The pretraining flags of the original (``--taskMaskLM`` ...) plus the loss/schedule choices.
+
+    ``loss_compat``: ``original`` (default) reproduces the released losses exactly, ``corrected``
+    restricts Obj/Attr to masked regions and drops Mask_LM/QA targets of mismatched pairs (see
+    ``pretrain.losses``). ``schedule``: ``single`` trains image QA from the first epoch (the
+    repository's script); ``paper`` switches it on after ``qa_start_epoch`` epochs (the EMNLP
+    paper: 10 of 20).
+    """
+
+    task_mask_lm: bool = True
+    task_obj_predict: bool = True
+    task_matched: bool = True
+    task_qa: bool = True
+    visual_losses: tuple[str, ...] = VISUAL_LOSSES
+    word_mask_rate: float = 0.15
+    obj_mask_rate: float = 0.15
+    qa_sets: tuple[str, ...] | None = None
+    loss_compat: str = "original"
+    schedule: str = "single"
+    qa_start_epoch: int = 10
+
+    def __post_init__(self) -> None:
+        if self.loss_compat not in LOSS_COMPAT:
+            raise ValueError(f"--lossCompat must be one of {LOSS_COMPAT}, got {self.loss_compat!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.qa_start_epoch < 0:
+            raise ValueError(f"--qaStartEpoch must be >= 0, got {self.qa_start_epoch}")
+        unknown = set(self.visual_losses) - set(VISUAL_LOSSES)
+        if unknown:
+            raise ValueError(f"--visualLosses: unknown {sorted(unknown)}; choose from {','.join(VISUAL_LOSSES)}")
+        if not (self.task_mask_lm or self.task_matched or self.task_qa or self.task_obj_predict):
+            raise ValueError("every pretraining task is off: enable at least one --task* flag")
+
+    def qa_active(self, epoch: int) -> bool:
+        """Whether the image-QA loss is on during 0-based ``epoch``."""
+        return self.task_qa and (self.schedule == "single" or epoch >= self.qa_start_epoch)
+
+    def loss_options(self) -> LossOptions:
+        return LossOptions(
+            compat=self.loss_compat,
+            mask_lm=self.task_mask_lm,
+            matched=self.task_matched,
+            visual_losses=tuple(self.visual_losses) if self.task_obj_predict else (),
+            qa=self.task_qa,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def answer_table_path(data_root: str | Path) -> Path:
+    """``<data_root>/lxmert/all_ans.json``, else the copy shipped with the code."""
+    candidate = Path(data_root) / "lxmert" / "all_ans.json"
+    return candidate if candidate.is_file() else SHIPPED_ANSWERS
+
+
+class PretrainTask(Task):
+    """Masked LM, matching, masked-object prediction and image QA over the pretraining corpus."""
+
+    name = "lxmert_pretrain"
+    main_metric = "accuracy"  # image-QA accuracy, reported; the best snapshot is chosen by loss
+    select_by_loss = True
+    best_name = "BEST_EVAL_LOSS_LXRT.pth"
+    last_name = None  # the last epoch's EpochXX_LXRT.pth is the final model
+    eval_batch_size = 256
+
+    def __init__(self, cfg: TrainConfig, options: PretrainOptions | None = None) -> None:
+        self.cfg = cfg
+        self.options = options or PretrainOptions()
+        self.answers = PretrainAnswerTable(answer_table_path(cfg.data_root), self.options.qa_sets)
+        self.tokenizer = LXRTTokenizer(max_length=cfg.max_seq_length)
+        self.model_config: LXRTConfig = cfg.model.replace(num_qa_labels=len(self.answers))
+        if self.tokenizer.vocab_size != self.model_config.vocab_size:
+            raise ValueError(
+                f"the vocabulary {self.tokenizer.vocab_path} has {self.tokenizer.vocab_size} tokens but the "
+                f"model config has vocab_size {self.model_config.vocab_size}"
+            )
+        self.loss_options = self.options.loss_options()
+        self.example_options = ExampleOptions(
+            max_seq_length=cfg.max_seq_length,
+            word_mask_rate=self.options.word_mask_rate,
+            obj_mask_rate=self.options.obj_mask_rate,
+            task_matched=self.options.task_matched,
+            drop_mismatched_lm=self.options.loss_compat == "corrected",
+        )
+        self._train_set: PretrainDataset | None = None
+        if self.options.schedule == "paper" and self.options.task_qa and self.options.qa_start_epoch >= cfg.epochs:
+            get_logger().warning(
+                f"--qaStartEpoch {self.options.qa_start_epoch} >= --epochs {cfg.epochs}: image QA is never trained"
+            )
+
+    def options_dict(self) -> dict[str, Any]:
+        """Task options printed by ``--print-config`` and saved beside the run."""
+        return {"pretrain": self.options.to_dict()}
+
+    def snapshot_name(self, epoch: int) -> str | None:
+        """``Epoch01_LXRT.pth`` after the first (0-based ``epoch`` 0) epoch, as the original names it."""
+        return f"Epoch{epoch + 1:02d}_LXRT.pth"
+
+    @property
+    def epoch(self) -> int:
+        """The training epoch under way (the loop sets it on the training set), 0 before training."""
+        return self._train_set.epoch if self._train_set is not None else 0
+
+    # ----------------------------------------------------------------------------- model
+    def build_model(self) -> nn.Module:
+        o = self.options
+        return LXMERTForPretraining(
+            self.model_config,
+            task_mask_lm=o.task_mask_lm,
+            task_matched=o.task_matched,
+            task_obj_predict=o.task_obj_predict,
+            task_qa=o.task_qa,
+            visual_losses=o.visual_losses,
+        )
+
+    def load_pretrained(self, model: nn.Module) -> None:
+        """BERT (unless --fromScratch), then --loadLXMERT (encoder + heads but the answer head),
+        then --load (strict: every weight of the model from PATH_LXRT.pth)."""
+        cfg, log = self.cfg, get_logger()
+        if cfg.load_lxmert_qa:
+            raise ValueError("--loadLXMERTQA is a fine-tuning option; pretraining takes --loadLXMERT or --load")
+        if not (cfg.from_scratch or cfg.load or cfg.load_lxmert):
+            self._init_from_bert(model)
+        if cfg.load_lxmert:
+            file = resolve_checkpoint(cfg.load_lxmert)
+            # The original drops the QA head (its answer table may differ) and keeps everything else.
+            state = {k: v for k, v in read_state_dict(file).items() if "answer" not in k}
+            report = load_state(model, state, strict=False, source=str(file))
+            lost = [k for k in report.missing if k.startswith("bert.")]
+            if lost:
+                raise CheckpointError(f"--loadLXMERT {file}: encoder weights missing from the file: {lost[:5]}")
+            log.info(f"--loadLXMERT: {report.summary()}")
+        if cfg.load:
+            file = resolve_checkpoint(cfg.load)
+            report = load_state(model, read_state_dict(file), strict=True, source=str(file))
+            log.info(f"--load: {report.summary()}")
+
+    def _init_from_bert(self, model: nn.Module) -> None:
+        log = get_logger()
+        candidates = [self.cfg.bert] if self.cfg.bert else list(BERT_DIRS)
+        for c in candidates:
+            path = Path(c)
+            if path.is_dir() and any((path / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")):
+                log.info(f"language layers from BERT: {load_bert_weights(model.bert, path).summary()}")
+                return
+        if self.cfg.bert:
+            raise CheckpointError(f"--bert {self.cfg.bert}: no BERT weights there")
+        log.warning(
+            "no BERT weights found (looked in " + ", ".join(candidates) + "): every layer starts from random "
+            "init. Pass --bert PATH (a HuggingFace BERT folder), or --fromScratch as the released recipe does."
+        )
+
+    # ----------------------------------------------------------------------------- data
+    def dataset(self, splits: str, train: bool, full: bool = False) -> Dataset:
+        cfg = self.cfg
+        topk = None if full else image_limit(train, cfg.tiny, cfg.fast)
+        corpus = load_corpus(cfg.data_root, splits, self.answers.ans2id, convert_ans, topk, cfg.progress)
+        self._check_stores(corpus.stores)
+        # Masked regions are replaced by regions of *training* images, also in validation.
+        pool = None if train or self._train_set is None else self._train_set.region_pool
+        data = PretrainDataset(corpus, self.tokenizer, self.answers.ans2id, self.example_options, cfg.seed, pool)
+        if train:
+            self._train_set = data
+        return data
+
+    def _check_stores(self, stores: list) -> None:
+        config = self.model_config
+        for store in stores:
+            if store.feat_dim != config.visual_feat_dim:
+                raise ValueError(
+                    f"{store.path}: {store.feat_dim}-d features but the model takes {config.visual_feat_dim} "
+                    "(--model-config)"
+                )
+            needed = {"obj": "objects_id", "attr": "attrs_id"}
+            missing = [needed[k] for k in self.loss_options.visual_losses if k in needed and needed[k] not in store.labels]
+            if missing:
+                raise ValueError(
+                    f"{store.path}: no detector outputs {missing} for the obj/attr losses "
+                    "(features without labels: drop them with --visualLosses feat)"
+                )
+
+    def collate(self, examples: list[Any]) -> Batch:
+        visual = self.loss_options.visual_losses
+        return collate(
+            examples,
+            self.model_config.num_object_labels if "obj" in visual else None,
+            self.model_config.num_attr_labels if "attr" in visual else None,
+        )
+
+    # ----------------------------------------------------------------------------- loss and metrics
+    def loss(self, output: PretrainingOutput, batch: Batch) -> tuple[Tensor, Mapping[str, Tensor]]:
+        return pretraining_loss(
+            output, batch.targets, self.loss_options, batch.visual_mask, qa_active=self.options.qa_active(self.epoch)
+        )
+
+    def predict(self, output: PretrainingOutput, batch: Batch) -> dict[Any, Any]:
+        """Argmax answer of every pair from a QA source (the only ones ``score`` counts)."""
+        if output.answer_logits is None:
+            return {}
+        best = output.answer_logits.argmax(-1).tolist()
+        scored = batch.targets["qa_scored"].tolist()
+        return {uid: self.answers.answer(a) for uid, a, s in zip(batch.ids, best, scored) if s}
+
+    def score(self, predictions: Mapping[Any, Any], dataset: Dataset) -> dict[str, float]:
+        """QA accuracy as the original computes it: mean label score of the predicted answer over
+        every pair of a QA source (mismatched ones included, scored against their own label)."""
+        corpus = dataset.corpus
+        labeled = corpus.labeled_uids()
+        total, count = 0.0, 0
+        by_source: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+        for uid, answer in predictions.items():
+            index = labeled.get(uid)
+            if index is None:
+                continue
+            value = corpus.labels[index].get(answer, 0.0)
+            entry = by_source[corpus.source(index)]
+            entry[0] += value
+            entry[1] += 1
+            total += value
+            count += 1
+        if not count:
+            return {}
+        metrics = {"accuracy": total / count}
+        metrics.update({f"accuracy_{src}": s / n for src, (s, n) in sorted(by_source.items())})
+        return metrics
+
+    def write_predictions(
+        self, predictions: Mapping[Any, Any], dataset: Dataset, output_dir: Path, split: str
+    ) -> list[Path]:
+        """``<split>_qa_predict.json`` (uid -> answer) and ``<split>_qa_accuracy.json`` (per source)."""
+        name = split.replace(",", "+")
+        answers = json.dumps(dict(sorted(predictions.items())), indent=1)
+        accuracy = json.dumps(self.score(predictions, dataset), indent=2, sort_keys=True)
+        return [
+            atomic_write(Path(output_dir) / f"{name}_qa_predict.json", lambda tmp: tmp.write_text(answers)),
+            atomic_write(Path(output_dir) / f"{name}_qa_accuracy.json", lambda tmp: tmp.write_text(accuracy)),
+        ]

@@ -1,0 +1,198 @@
+"""Answer vocabularies: the VQA/GQA label tables and the 9500-answer pretraining table.
+
+Files (original release):
+    data/vqa/trainval_ans2label.json   {answer: label}, 3129 answers ("" is label 0)
+    data/vqa/trainval_label2ans.json   [answer, ...] indexed by label
+    data/gqa/trainval_{ans2label,label2ans}.json   the same for GQA's 1842 answers
+    data/lxmert/all_ans.json           [{"ans": answer, "dsets": ["vqa", "gqa", "visual7w"]}, ...]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Normalizations the pretraining answer table applies (``convert_ans`` of the original).
+_ANS_CONVERT: dict[str, str] = {
+    "a man": "man",
+    "the man": "man",
+    "a woman": "woman",
+    "the woman": "woman",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+    "grey": "gray",
+}
+QA_SETS: tuple[str, ...] = ("vqa", "gqa", "visual7w")
+
+
+class DataFormatError(ValueError):
+    """A data file that does not follow the expected format; the message names file and record."""
+
+
+def load_json(path: str | Path) -> Any:
+    """Parse a JSON file; errors name the file (and line/column for syntax errors)."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise DataFormatError(
+            f"{path}:{err.lineno}:{err.colno}: invalid JSON ({err.msg}); the file may be truncated"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise DataFormatError(f"{path}: not UTF-8 text ({err})") from None
+
+
+def convert_ans(ans: str) -> str:
+    """The original's answer normalization for the pretraining table.
+
+    Lowercase; drop one trailing "."; drop leading "a ", then "an ", then "the "; map number words
+    one..ten to digits and "grey" to "gray".
+    """
+    if not ans:
+        return ""
+    ans = ans.lower()
+    if ans[-1] == ".":
+        ans = ans[:-1].strip()
+    for article in ("a ", "an ", "the "):
+        if ans.startswith(article):
+            ans = ans[len(article) :].strip()
+    return _ANS_CONVERT.get(ans, ans)
+
+
+class AnswerTable:
+    """A task's answer <-> label table (VQA: 3129 answers, GQA: 1842)."""
+
+    def __init__(self, ans2label: Mapping[str, int], label2ans: Sequence[str], source: str = "answer table"):
+        self.source = source
+        if not isinstance(ans2label, Mapping) or not all(
+            isinstance(a, str) and isinstance(i, int) and not isinstance(i, bool) for a, i in ans2label.items()
+        ):
+            raise DataFormatError(f"{source}: ans2label must map answer strings to integer labels")
+        if isinstance(label2ans, (str, bytes)) or not all(isinstance(a, str) for a in label2ans):
+            raise DataFormatError(f"{source}: label2ans must be a list of answer strings")
+        if len(ans2label) != len(label2ans):
+            raise DataFormatError(
+                f"{source}: ans2label has {len(ans2label)} answers but label2ans has {len(label2ans)}"
+            )
+        for ans, label in ans2label.items():
+            if not 0 <= label < len(label2ans) or label2ans[label] != ans:
+                shown = label2ans[label] if 0 <= label < len(label2ans) else "<out of range>"
+                raise DataFormatError(f"{source}: ans2label[{ans!r}] = {label} but label2ans[{label}] = {shown!r}")
+        self.ans2label: dict[str, int] = dict(ans2label)
+        self.label2ans: list[str] = list(label2ans)
+
+    @classmethod
+    def from_files(cls, ans2label_path: str | Path, label2ans_path: str | Path) -> AnswerTable:
+        return cls(
+            load_json(ans2label_path),
+            load_json(label2ans_path),
+            source=f"{ans2label_path} / {label2ans_path}",
+        )
+
+    @classmethod
+    def for_task(cls, task: str, root: str | Path = "data") -> AnswerTable:
+        """``data/<task>/trainval_ans2label.json`` and ``trainval_label2ans.json``."""
+        folder = Path(root) / task
+        return cls.from_files(folder / "trainval_ans2label.json", folder / "trainval_label2ans.json")
+
+    @property
+    def num_answers(self) -> int:
+        return len(self.label2ans)
+
+    def __len__(self) -> int:
+        return len(self.label2ans)
+
+    def __contains__(self, ans: object) -> bool:
+        return ans in self.ans2label
+
+    def answer(self, label: int) -> str:
+        return self.label2ans[label]
+
+    def target(self, label: Mapping[str, float], skip_unknown: bool = False, where: str = "") -> np.ndarray:
+        """Soft score vector (num_answers,) float32 of a ``{answer: score}`` label.
+
+        An answer outside the table is an error naming ``where`` (VQA), or is skipped when
+        ``skip_unknown`` (GQA, whose table does not cover every training answer).
+        """
+        out = np.zeros(self.num_answers, dtype=np.float32)
+        for ans, score in label.items():
+            index = self.ans2label.get(ans)
+            if index is not None:
+                out[index] = score
+            elif not skip_unknown:
+                raise DataFormatError(f"{where}: answer {ans!r} is not in {self.source}")
+        return out
+
+
+class PretrainAnswerTable:
+    """The 9500 answers of the pretraining QA head (``data/lxmert/all_ans.json``), in file order.
+
+    ``qa_sets`` keeps only answers used by one of those datasets (``--qaSets vqa,gqa``); ids are
+    then positions in the filtered list, as in the original.
+    """
+
+    def __init__(self, path: str | Path = "data/lxmert/all_ans.json", qa_sets: Iterable[str] | None = None):
+        self.path = Path(path)
+        entries = load_json(self.path)
+        if not isinstance(entries, list):
+            raise DataFormatError(f"{self.path}: expected a list of {{'ans': ..., 'dsets': [...]}} entries")
+        wanted = None
+        if qa_sets is not None:
+            wanted = {s.strip() for s in qa_sets if s.strip()}
+            unknown = sorted(wanted - set(QA_SETS))
+            if unknown:
+                raise ValueError(f"unknown QA sets {unknown}; choose from {list(QA_SETS)}")
+        answers: list[str] = []
+        for i, entry in enumerate(entries):
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("ans"), str)
+                or not isinstance(entry.get("dsets"), list)
+            ):
+                raise DataFormatError(f"{self.path}: entry {i} must be {{'ans': str, 'dsets': [str, ...]}}")
+            if wanted is None or wanted & set(entry["dsets"]):
+                answers.append(entry["ans"])
+        self.answers = answers
+        self.ans2id: dict[str, int] = {}
+        for i, ans in enumerate(answers):
+            if ans in self.ans2id:
+                raise DataFormatError(f"{self.path}: answer {ans!r} is listed twice")
+            self.ans2id[ans] = i
+        if not answers:
+            raise DataFormatError(f"{self.path}: no answers left for QA sets {sorted(wanted or [])}")
+
+    @property
+    def num_answers(self) -> int:
+        return len(self.answers)
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    def __contains__(self, ans: object) -> bool:
+        return ans in self.ans2id
+
+    def used(self, ans: str) -> bool:
+        return ans in self.ans2id
+
+    def id(self, ans: str) -> int:
+        return self.ans2id[ans]
+
+    def answer(self, ans_id: int) -> str:
+        return self.answers[ans_id]
+
+    convert_ans = staticmethod(convert_ans)

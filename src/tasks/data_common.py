@@ -1,0 +1,303 @@
+"""Plumbing shared by the task datasets: splits, debug subsets, record checks, image features, QA collate."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from engine.batch import Batch
+from features.store import FeatureStore, open_store
+from tasks.answers import AnswerTable, DataFormatError, load_json
+
+if TYPE_CHECKING:
+    from lxrt.tokenization import LXRTTokenizer
+
+log = logging.getLogger(__name__)
+
+TINY_IMG_NUM = 512  # --tiny: first 512 lines of each feature TSV
+FAST_IMG_NUM = 5000  # --fast: first 5000 lines
+MINIVAL_IMG_NUM = 5000  # minival = the first 5000 images of val2014
+
+
+def subset_topk(tiny: bool = False, fast: bool = False) -> int | None:
+    """Lines of each TSV to load for ``--tiny`` / ``--fast`` (None: all); tiny wins, as in the original."""
+    if tiny:
+        return TINY_IMG_NUM
+    if fast:
+        return FAST_IMG_NUM
+    return None
+
+
+def parse_splits(splits: str | Sequence[str]) -> list[str]:
+    """``"train,nominival"`` -> ``["train", "nominival"]``; an empty name is an error."""
+    names = splits.split(",") if isinstance(splits, str) else list(splits)
+    names = [n.strip() for n in names]
+    if not names or any(not n for n in names):
+        raise ValueError(f"bad split list {splits!r}: expected comma-separated names like 'train,nominival'")
+    return names
+
+
+def merge_topk(a: int | None, b: int | None) -> int | None:
+    """Two loads of one TSV cover the longer prefix (None = the whole file)."""
+    if a is None or b is None:
+        return None
+    return max(a, b)
+
+
+def load_records(path: Path, what: str) -> list[dict[str, Any]]:
+    """A JSON file holding a list of objects (one per question / image)."""
+    data = load_json(path)
+    if not isinstance(data, list):
+        raise DataFormatError(f"{path}: expected a JSON list of {what} records, got {type(data).__name__}")
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            raise DataFormatError(f"{path}: record {i} is {type(rec).__name__}, expected an object")
+    return data
+
+
+def require(rec: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: Path, index: int) -> Any:
+    """``rec[key]``, checked to be of ``kind``; errors name the file, the record and the field."""
+    if key not in rec:
+        raise DataFormatError(f"{path}: record {index} has no {key!r} field")
+    value = rec[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int subclass, but true/false is never a valid id or label here
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise DataFormatError(
+            f"{path}: record {index} field {key!r} is {type(value).__name__} {value!r:.60}, expected {names}"
+        )
+    return value
+
+
+def check_label(label: Any, path: Path, index: int, qid: Any) -> dict[str, float]:
+    """A ``{answer: score}`` label dict with numeric scores."""
+    if not isinstance(label, dict) or not all(
+        isinstance(a, str) and isinstance(s, (int, float)) and not isinstance(s, bool) for a, s in label.items()
+    ):
+        raise DataFormatError(
+            f"{path}: record {index} (question {qid!r}) has label {label!r:.80}, expected {{answer: score}}"
+        )
+    return label
+
+
+class MissingFeaturesError(LookupError):
+    """A record whose image is not in the loaded features (raised in strict mode)."""
+
+
+class ImageFeatures:
+    """Region features of images spread over one or more stores, addressed by image id.
+
+    An id present in several stores is read from the first one listed.
+    """
+
+    def __init__(self, stores: Mapping[str, FeatureStore]) -> None:
+        if not stores:
+            raise ValueError("ImageFeatures needs at least one feature store")
+        self.stores = dict(stores)
+        dims = {name: s.feat_dim for name, s in self.stores.items()}
+        if len(set(dims.values())) > 1:
+            raise ValueError(f"feature stores have different feature widths: {dims}")
+        self.feat_dim = next(iter(dims.values()))
+
+    @classmethod
+    def open(cls, files: Mapping[Path, int | None], dtype: str = "float16") -> ImageFeatures:
+        """Open (converting once if needed) the store of each TSV, restricted to its first topk lines."""
+        return cls({str(path): open_store(path, topk=topk, dtype=dtype) for path, topk in files.items()})
+
+    def __contains__(self, img_id: object) -> bool:
+        return any(img_id in s for s in self.stores.values())
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.stores.values())
+
+    def _store_index(self, img_id: str) -> int:
+        for i, store in enumerate(self.stores.values()):
+            if img_id in store:
+                return i
+        names = ", ".join(self.stores)
+        raise MissingFeaturesError(f"image id {img_id!r} is in none of the loaded feature stores ({names})")
+
+    def gather(
+        self, img_ids: Sequence[str], num_boxes: int | None = None, dtype: Any = np.float32
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Features (B, N, D), normalized boxes (B, N, 4) and mask (B, N) or None, in ``img_ids`` order."""
+        stores = list(self.stores.values())
+        if len(stores) == 1:
+            return stores[0].gather(img_ids, num_boxes=num_boxes, dtype=dtype)
+        which = np.array([self._store_index(i) for i in img_ids], dtype=np.int64)
+        parts = []
+        for s in np.unique(which):
+            rows = np.flatnonzero(which == s)
+            parts.append((rows, *stores[s].gather([img_ids[r] for r in rows], num_boxes=num_boxes, dtype=dtype)))
+        n = max(p[1].shape[1] for p in parts)
+        feats = np.zeros((len(img_ids), n, self.feat_dim), dtype=parts[0][1].dtype)
+        boxes = np.zeros((len(img_ids), n, 4), dtype=np.float32)
+        mask = np.zeros((len(img_ids), n), dtype=np.int64)
+        for rows, f, b, m in parts:
+            k = f.shape[1]
+            feats[rows, :k] = f
+            boxes[rows, :k] = b
+            mask[rows, :k] = 1 if m is None else m
+        return feats, boxes, (None if mask.all() else mask)
+
+
+def drop_missing(
+    records: list[dict[str, Any]],
+    sources: list[Path],
+    image_keys: Sequence[str],
+    features: ImageFeatures,
+    what: str,
+    strict: bool,
+    id_key: str,
+) -> list[dict[str, Any]]:
+    """Keep the records whose images are all loaded; log the number dropped (``strict``: raise)."""
+    kept = []
+    first_missing: tuple[str, dict[str, Any], Path] | None = None
+    for rec, src in zip(records, sources):
+        missing = next((rec[k] for k in image_keys if rec[k] not in features), None)
+        if missing is None:
+            kept.append(rec)
+        elif first_missing is None:
+            first_missing = (missing, rec, src)
+    dropped = len(records) - len(kept)
+    if first_missing is not None:
+        img_id, rec, src = first_missing
+        if strict:
+            raise MissingFeaturesError(
+                f"{src}: {id_key} {rec[id_key]!r} needs image {img_id!r}, which is not in the loaded "
+                f"features ({', '.join(features.stores)}); {dropped} of {len(records)} records lack images"
+            )
+        log.info(
+            "%s: dropped %d of %d records whose images are not in the loaded features (first: image %r)",
+            what, dropped, len(records), img_id,
+        )  # fmt: skip
+    log.info("%s: using %d records", what, len(kept))
+    return kept
+
+
+class TaskDataset(Dataset):
+    """Records of comma-separated splits (``<root>/<task>/<split>.json``) whose images are loaded.
+
+    Subclasses name the task folder, the id field, the image fields, which feature TSV each split
+    reads (``feature_files``) and how a record is checked (``check_record``). ``__getitem__`` returns
+    the record itself (a small dict); the task's collator tokenizes and gathers features.
+    """
+
+    task: str = ""
+    id_key: str = "question_id"
+    image_keys: tuple[str, ...] = ("img_id",)
+
+    def __init__(
+        self,
+        splits: str | Sequence[str],
+        root: str | Path = "data",
+        topk: int | None = None,
+        strict: bool = False,
+        features: ImageFeatures | None = None,
+        feature_dtype: str = "float16",
+    ) -> None:
+        self.splits = parse_splits(splits)
+        self.name = ",".join(self.splits)
+        self.root = Path(root)
+        self.topk = topk
+        records: list[dict[str, Any]] = []
+        sources: list[Path] = []
+        seen: dict[Any, Path] = {}
+        for split in self.splits:
+            path = self.root / self.task / f"{split}.json"
+            for index, rec in enumerate(load_records(path, self.task)):
+                self.check_record(rec, path, index)
+                key = rec[self.id_key]
+                if key in seen:
+                    raise DataFormatError(f"{path}: record {index}: {self.id_key} {key!r} also appears in {seen[key]}")
+                seen[key] = path
+                records.append(rec)
+                sources.append(path)
+        self.id2datum: dict[Any, dict[str, Any]] = {rec[self.id_key]: rec for rec in records}
+        if features is None:
+            features = ImageFeatures.open(self.feature_files(self.splits, self.root, topk), dtype=feature_dtype)
+        self.features = features
+        what = f"{self.task} {self.name}"
+        self.data = drop_missing(records, sources, self.image_keys, features, what, strict, self.id_key)
+
+    @classmethod
+    def feature_files(cls, splits: Sequence[str], root: Path, topk: int | None) -> dict[Path, int | None]:
+        """TSV path -> number of leading lines to load (None: all) for these splits."""
+        raise NotImplementedError
+
+    def check_record(self, rec: dict[str, Any], path: Path, index: int) -> None:
+        """Raise ``DataFormatError`` naming file and record if ``rec`` lacks a field the task needs."""
+        raise NotImplementedError
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.data) and all("label" in rec for rec in self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.data[index]
+
+
+class QACollator:
+    """Batch of VQA/GQA questions: tokenized sentences, region features, soft answer targets.
+
+    Targets are ``{"target": (B, num_answers) float32}`` when every example has a label, ``{}``
+    when none has (test splits). Answers outside the table raise, or are skipped when
+    ``skip_unknown`` (GQA).
+    """
+
+    def __init__(
+        self,
+        tokenizer: LXRTTokenizer,
+        features: ImageFeatures,
+        answers: AnswerTable,
+        max_length: int = 20,
+        num_boxes: int | None = None,
+        feat_dtype: Any = np.float32,
+        skip_unknown: bool = False,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.features = features
+        self.answers = answers
+        self.max_length = max_length
+        self.num_boxes = num_boxes
+        self.feat_dtype = feat_dtype
+        self.skip_unknown = skip_unknown
+
+    def targets(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        labelled = sum("label" in e for e in examples)
+        if labelled == 0:
+            return {}
+        if labelled != len(examples):
+            raise ValueError("a batch mixes questions with and without labels (labelled and test splits?)")
+        rows = [
+            self.answers.target(e["label"], self.skip_unknown, where=f"question {e['question_id']!r}") for e in examples
+        ]
+        return {"target": torch.from_numpy(np.stack(rows))}
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> Batch:
+        if not examples:
+            raise ValueError("cannot collate an empty list of examples")
+        text = self.tokenizer([e["sent"] for e in examples], max_length=self.max_length)
+        feats, boxes, mask = self.features.gather(
+            [e["img_id"] for e in examples], num_boxes=self.num_boxes, dtype=self.feat_dtype
+        )
+        return Batch(
+            input_ids=text.input_ids,
+            attention_mask=text.attention_mask,
+            token_type_ids=text.token_type_ids,
+            feats=torch.from_numpy(feats),
+            boxes=torch.from_numpy(boxes),
+            visual_mask=None if mask is None else torch.from_numpy(mask),
+            targets=self.targets(examples),
+            ids=[e["question_id"] for e in examples],
+        )

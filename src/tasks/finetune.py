@@ -1,0 +1,119 @@
+"""What VQA, GQA and NLVR2 share: model initialization from the original checkpoints and the entry."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from torch import nn
+
+from engine import cli
+from engine.config import TrainConfig
+from engine.loop import run
+from engine.report import get_logger
+from engine.task import Task
+from lxrt import (
+    CheckpointError,
+    load_bert_weights,
+    load_encoder,
+    load_state,
+    read_state_dict,
+    remap_answer_head,
+    resolve_checkpoint,
+)
+
+DEFAULT_BERT_DIRS = ("snap/bert/bert-base-uncased", "data/bert")
+
+
+def init_language_from_bert(model: nn.Module, cfg: TrainConfig) -> None:
+    """Without ``--fromScratch`` the original starts the language layers from BERT-base."""
+    log = get_logger()
+    if cfg.from_scratch:
+        return
+    candidates = [cfg.bert] if cfg.bert else list(DEFAULT_BERT_DIRS)
+    for c in candidates:
+        path = Path(c)
+        if path.is_dir() and any((path / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")):
+            report = load_bert_weights(model.lxrt_encoder.bert, path)
+            log.info(f"language layers from BERT: {report.summary()}")
+            return
+    if cfg.bert:
+        raise CheckpointError(f"--bert {cfg.bert}: no BERT weights there (model.safetensors or pytorch_model.bin)")
+    log.warning(
+        "no BERT weights found (looked in " + ", ".join(candidates) + "); the language layers start from "
+        "random init. Pass --bert PATH (a HuggingFace BERT folder) or --fromScratch to silence this."
+    )
+
+
+def load_lxmert_qa(
+    model: nn.Module,
+    path: str,
+    task_answers: Sequence[str],
+    pretrain_answers: Sequence[str],
+    normalize: Callable[[str], str],
+) -> int:
+    """``--loadLXMERTQA``: encoder + the pretraining QA head remapped onto the task's answers.
+
+    The MLP's first layers are copied; each task answer takes the row of its normalized form in
+    the pretraining table, other rows are zero (as the original). Returns answers found.
+    """
+    log = get_logger()
+    file = resolve_checkpoint(path)
+    state = read_state_dict(file)
+    encoder = {k: v for k, v in state.items() if k.startswith("bert.")}
+    if not encoder:
+        raise CheckpointError(f"{file}: not a pretraining snapshot (no bert.* keys)")
+    load_state(model.lxrt_encoder.model, encoder, strict=True, source=str(file), ignore_missing=())
+    head = {k[len("answer_head.") :]: v for k, v in state.items() if k.startswith("answer_head.")}
+    if not head:
+        raise CheckpointError(f"{file}: no pretraining QA head (answer_head.*); use --loadLXMERT instead")
+    weight, bias, found = remap_answer_head(
+        head["logit_fc.3.weight"], head["logit_fc.3.bias"], pretrain_answers, task_answers, normalize
+    )
+    head["logit_fc.3.weight"], head["logit_fc.3.bias"] = weight, bias
+    load_state(model, head, strict=False, source=str(file))
+    log.info(
+        f"loaded encoder and QA head from {file}: {found} answers from LXMERT QA pretraining, "
+        f"{len(task_answers) - found} not"
+    )
+    return found
+
+
+def load_initial_weights(
+    model: nn.Module,
+    cfg: TrainConfig,
+    qa_tables: tuple[Sequence[str], Sequence[str], Callable[[str], str]] | None = None,
+) -> None:
+    """Apply, in the original's order: BERT (unless --fromScratch), then --loadLXMERT /
+    --loadLXMERTQA, then --load (a fine-tuned snapshot, strict)."""
+    log = get_logger()
+    if not (cfg.load_lxmert or cfg.load_lxmert_qa or cfg.load):
+        init_language_from_bert(model, cfg)
+    if cfg.load_lxmert:
+        report = load_encoder(model.lxrt_encoder.bert, cfg.load_lxmert)
+        log.info(f"--loadLXMERT: {report.summary()}")
+    if cfg.load_lxmert_qa:
+        if qa_tables is None:
+            raise ValueError("--loadLXMERTQA needs an answer table (VQA or GQA)")
+        load_lxmert_qa(model, cfg.load_lxmert_qa, *qa_tables)
+    if cfg.load:
+        file = resolve_checkpoint(cfg.load, suffixes=(".pth", ""))
+        report = load_state(model, read_state_dict(file), strict=True, source=str(file))
+        log.info(f"--load: {report.summary()}")
+
+
+def main(
+    make_task: Callable[[TrainConfig, argparse.Namespace], Task],
+    recipe: str,
+    description: str,
+    argv: Sequence[str] | None = None,
+) -> dict:
+    """Parse the original flags over ``recipe``, build the task and run the shared loop."""
+    parser = cli.build_parser(description, recipe)
+    args = parser.parse_args(argv)
+    cfg = cli.config_from_args(args)
+    task = make_task(cfg, args)
+    if args.print_config:
+        cli.print_config_and_exit(cfg, getattr(task, "options_dict", lambda: None)())
+    return run(task, cfg, device=args.device)

@@ -1,0 +1,111 @@
+"""NLVR2: one sentence about a pair of images (``data/nlvr2/<split>.json``), and its collate.
+
+Record: ``{"identifier": "dev-850-0-0", "img0": "dev-850-0-img0", "img1": "dev-850-0-img1",
+"sent": str, "label": 0 | 1, "uid": "nlvr2_dev_0"}``. A batch of B examples holds 2B
+(sentence, image) pairs: rows 2i and 2i+1 are example i's sentence with img0 and img1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from engine.batch import Batch
+from tasks.answers import DataFormatError
+from tasks.data_common import ImageFeatures, TaskDataset, merge_topk, require
+
+if TYPE_CHECKING:
+    from lxrt.tokenization import LXRTTokenizer
+
+FEATURE_DIR = "nlvr2_imgfeat"
+
+
+def nlvr2_feature_file(split: str) -> str:
+    """train -> train_obj36.tsv, valid -> valid_obj36.tsv, any split named *test* -> test_obj36.tsv."""
+    if split in ("train", "valid"):
+        return f"{split}_obj36.tsv"
+    if "test" in split:
+        return "test_obj36.tsv"
+    raise ValueError(f"no feature file is known for NLVR2 split {split!r} (train, valid, or a name with 'test')")
+
+
+def nlvr2_feature_files(splits: Sequence[str], root: Path, topk: int | None) -> dict[Path, int | None]:
+    files: dict[Path, int | None] = {}
+    for split in splits:
+        path = Path(root) / FEATURE_DIR / nlvr2_feature_file(split)
+        files[path] = merge_topk(files[path], topk) if path in files else topk
+    return files
+
+
+class NLVR2Dataset(TaskDataset):
+    """NLVR2 examples whose two images are both in the loaded features."""
+
+    task = "nlvr2"
+    id_key = "identifier"
+    image_keys = ("img0", "img1")
+
+    @classmethod
+    def feature_files(cls, splits: Sequence[str], root: Path, topk: int | None) -> dict[Path, int | None]:
+        return nlvr2_feature_files(splits, root, topk)
+
+    def check_record(self, rec: dict[str, Any], path: Path, index: int) -> None:
+        ident = require(rec, "identifier", str, path, index)
+        for key in ("img0", "img1", "sent"):
+            require(rec, key, str, path, index)
+        label = rec.get("label", 0)
+        if isinstance(label, bool) or not isinstance(label, int) or label not in (0, 1):
+            raise DataFormatError(f"{path}: record {index} ({ident}) has label {rec['label']!r}, expected 0 or 1")
+
+    def collator(
+        self,
+        tokenizer: LXRTTokenizer,
+        max_length: int = 20,
+        num_boxes: int | None = None,
+        feat_dtype: Any = np.float32,
+    ) -> NLVR2Collator:
+        return NLVR2Collator(tokenizer, self.features, max_length, num_boxes, feat_dtype)
+
+
+class NLVR2Collator:
+    """Batch of 2B pairs: sentences ``[s0, s0, s1, s1, ...]``, images ``[ex0-img0, ex0-img1, ...]``;
+    targets ``{"label": (B,) int64}`` when labelled, ids the identifiers."""
+
+    def __init__(
+        self,
+        tokenizer: LXRTTokenizer,
+        features: ImageFeatures,
+        max_length: int = 20,
+        num_boxes: int | None = None,
+        feat_dtype: Any = np.float32,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.features = features
+        self.max_length = max_length
+        self.num_boxes = num_boxes
+        self.feat_dtype = feat_dtype
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> Batch:
+        if not examples:
+            raise ValueError("cannot collate an empty list of examples")
+        sents = [e["sent"] for e in examples for _ in range(2)]
+        images = [e[k] for e in examples for k in ("img0", "img1")]
+        text = self.tokenizer(sents, max_length=self.max_length)
+        feats, boxes, mask = self.features.gather(images, num_boxes=self.num_boxes, dtype=self.feat_dtype)
+        labelled = sum("label" in e for e in examples)
+        if labelled not in (0, len(examples)):
+            raise ValueError("a batch mixes examples with and without labels")
+        targets = {"label": torch.tensor([e["label"] for e in examples], dtype=torch.int64)} if labelled else {}
+        return Batch(
+            input_ids=text.input_ids,
+            attention_mask=text.attention_mask,
+            token_type_ids=text.token_type_ids,
+            feats=torch.from_numpy(feats),
+            boxes=torch.from_numpy(boxes),
+            visual_mask=None if mask is None else torch.from_numpy(mask),
+            targets=targets,
+            ids=[e["identifier"] for e in examples],
+        )

@@ -78,7 +78,7 @@ class Trainer:
         return DataLoader(
             dataset,
             batch_sampler=BatchSampler(sampler, batch, drop_last=drop_last),
-            collate_fn=self.task.collate,
+            collate_fn=self.task.collator(dataset),
             num_workers=self.cfg.num_workers,
             pin_memory=self.env.device.type == "cuda",
             generator=torch.Generator().manual_seed(seed),

@@ -18,21 +18,23 @@ def get_logger() -> logging.Logger:
 
 
 def setup_logging(output_dir: Path | None, is_main: bool) -> logging.Logger:
-    """Console + ``<output>/run.log`` on rank 0; warnings only on other ranks."""
-    logger = get_logger()
-    logger.handlers.clear()
-    logger.propagate = False
-    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    """Console + ``<output>/run.log`` on rank 0 (every module's logger); warnings only elsewhere."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_lxmert", False):
+            root.removeHandler(h)
+            h.close()
+    root.setLevel(logging.INFO if is_main else logging.WARNING)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(fmt)
-    logger.addHandler(console)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if is_main and output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
-        file = logging.FileHandler(output_dir / "run.log")
-        file.setFormatter(fmt)
-        logger.addHandler(file)
-    return logger
+        handlers.append(logging.FileHandler(output_dir / "run.log"))
+    for h in handlers:
+        h.setFormatter(fmt)
+        h._lxmert = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+    return get_logger()
 
 
 class RunReport:

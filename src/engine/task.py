@@ -7,7 +7,7 @@ implement this interface in a small module.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,9 @@ class Task(ABC):
         """
 
     @abstractmethod
-    def collate(self, examples: list[Any]) -> Batch:
-        """Tokenize and gather features for a list of examples."""
+    def collator(self, dataset: Dataset) -> Callable[[list[Any]], Batch]:
+        """The function turning a list of ``dataset``'s examples into a ``Batch`` (tokenization and
+        feature gathering happen here, in DataLoader workers when there are some)."""
 
     def forward(self, model: nn.Module, batch: Batch) -> Any:
         """Run the model on a batch (already on the device)."""

@@ -62,7 +62,9 @@ class Regions:
         if not (np.isfinite(boxes).all() and np.isfinite(feats).all()):
             raise ValueError("boxes and features must be finite")
         x1, y1, x2, y2 = boxes.T
-        inside = (x1 >= 0) & (y1 >= 0) & (x2 <= width) & (y2 <= height) & (x1 <= x2) & (y1 <= y2)
+        tol = 1e-5 * max(width, height)  # the store's tolerance on normalized boxes, in pixels
+        inside = (x1 >= -tol) & (y1 >= -tol) & (x2 <= width + tol) & (y2 <= height + tol)
+        inside &= (x1 <= x2) & (y1 <= y2)
         if not inside.all():
             bad = int(np.flatnonzero(~inside)[0])
             raise ValueError(f"box {bad} = {boxes[bad].tolist()} is not inside the {width}x{height} image")

@@ -275,6 +275,7 @@ class PretrainExample:
     lm_labels: np.ndarray  # (L,) int64, original id of masked-LM targets, -1 elsewhere
     is_matched: int  # 1 = the pair's own sentence, 0 = a sentence of another image
     qa_label: int  # answer id, -1 for no QA target
+    qa_scored: bool  # the pair comes from a QA source: its prediction counts for QA accuracy
     feats: np.ndarray  # (N, D) float32, corrupted
     boxes: np.ndarray  # (N, 4) float32
     feat_target: np.ndarray  # (N, D) float32, original features
@@ -382,6 +383,7 @@ class PretrainDataset(Dataset):
             lm_labels=lm_labels,
             is_matched=is_matched,
             qa_label=qa_label,
+            qa_scored=index in corpus.labels,
             feats=feats,
             boxes=np.asarray(regions.boxes, dtype=np.float32),
             feat_target=np.asarray(regions.features, dtype=np.float32),
@@ -397,7 +399,7 @@ class PretrainDataset(Dataset):
 # Batching
 
 TARGET_KEYS = (
-    "lm_labels", "is_matched", "qa_labels", "obj_labels", "obj_conf", "attr_labels", "attr_conf",
+    "lm_labels", "is_matched", "qa_labels", "qa_scored", "obj_labels", "obj_conf", "attr_labels", "attr_conf",
     "feat_targets", "feat_mask",
 )
 """``Batch.targets`` of a pretraining batch."""
@@ -452,6 +454,7 @@ def collate(
         "lm_labels": torch.from_numpy(np.stack([e.lm_labels for e in examples])),
         "is_matched": torch.tensor([e.is_matched for e in examples], dtype=torch.long),
         "qa_labels": torch.tensor([e.qa_label for e in examples], dtype=torch.long),
+        "qa_scored": torch.tensor([e.qa_scored for e in examples], dtype=torch.bool),
         "obj_labels": torch.from_numpy(obj_labels),
         "obj_conf": torch.from_numpy(obj_conf),
         "attr_labels": torch.from_numpy(attr_labels),

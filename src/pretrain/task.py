@@ -43,6 +43,7 @@ from .losses import LOSS_COMPAT, LossOptions, pretraining_loss
 SCHEDULES = ("single", "paper")
 SHIPPED_ANSWERS = Path(__file__).resolve().parents[2] / "data" / "lxmert" / "all_ans.json"
 BERT_DIRS = ("snap/bert/bert-base-uncased", "data/bert")  # where the fine-tuning tasks look too
+BERT_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ class PretrainOptions:
             raise ValueError(f"--qaStartEpoch must be >= 0, got {self.qa_start_epoch}")
         unknown = set(self.visual_losses) - set(VISUAL_LOSSES)
         if unknown:
-            raise ValueError(f"--visualLosses: unknown {sorted(unknown)}; choose from {','.join(VISUAL_LOSSES)}")
+            known = ",".join(VISUAL_LOSSES)
+            raise ValueError(f"--visualLosses: unknown {sorted(unknown)}; choose from {known}")
         if not (self.task_mask_lm or self.task_matched or self.task_qa or self.task_obj_predict):
             raise ValueError("every pretraining task is off: enable at least one --task* flag")
 
@@ -134,10 +136,9 @@ class PretrainTask(Task):
             drop_mismatched_lm=self.options.loss_compat == "corrected",
         )
         self._train_set: PretrainDataset | None = None
-        if self.options.schedule == "paper" and self.options.task_qa and self.options.qa_start_epoch >= cfg.epochs:
-            get_logger().warning(
-                f"--qaStartEpoch {self.options.qa_start_epoch} >= --epochs {cfg.epochs}: image QA is never trained"
-            )
+        start = self.options.qa_start_epoch
+        if self.options.schedule == "paper" and self.options.task_qa and start >= cfg.epochs:
+            get_logger().warning(f"--qaStartEpoch {start} >= --epochs {cfg.epochs}: QA is never trained")
 
     def options_dict(self) -> dict[str, Any]:
         """Task options printed by ``--print-config`` and saved beside the run."""
@@ -169,7 +170,7 @@ class PretrainTask(Task):
         then --load (strict: every weight of the model from PATH_LXRT.pth)."""
         cfg, log = self.cfg, get_logger()
         if cfg.load_lxmert_qa:
-            raise ValueError("--loadLXMERTQA is a fine-tuning option; pretraining takes --loadLXMERT or --load")
+            raise ValueError("--loadLXMERTQA is for fine-tuning; pretraining takes --loadLXMERT or --load")
         if not (cfg.from_scratch or cfg.load or cfg.load_lxmert):
             self._init_from_bert(model)
         if cfg.load_lxmert:
@@ -179,7 +180,7 @@ class PretrainTask(Task):
             report = load_state(model, state, strict=False, source=str(file))
             lost = [k for k in report.missing if k.startswith("bert.")]
             if lost:
-                raise CheckpointError(f"--loadLXMERT {file}: encoder weights missing from the file: {lost[:5]}")
+                raise CheckpointError(f"--loadLXMERT {file}: encoder weights missing in the file: {lost[:5]}")
             log.info(f"--loadLXMERT: {report.summary()}")
         if cfg.load:
             file = resolve_checkpoint(cfg.load)
@@ -191,14 +192,15 @@ class PretrainTask(Task):
         candidates = [self.cfg.bert] if self.cfg.bert else list(BERT_DIRS)
         for c in candidates:
             path = Path(c)
-            if path.is_dir() and any((path / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")):
+            if path.is_dir() and any((path / n).is_file() for n in BERT_WEIGHT_FILES):
                 log.info(f"language layers from BERT: {load_bert_weights(model.bert, path).summary()}")
                 return
         if self.cfg.bert:
             raise CheckpointError(f"--bert {self.cfg.bert}: no BERT weights there")
         log.warning(
-            "no BERT weights found (looked in " + ", ".join(candidates) + "): every layer starts from random "
-            "init. Pass --bert PATH (a HuggingFace BERT folder), or --fromScratch as the released recipe does."
+            "no BERT weights found (looked in " + ", ".join(candidates) + "): every layer starts from "
+            "random init. Pass --bert PATH (a HuggingFace BERT folder), or --fromScratch as the released "
+            "recipe does."
         )
 
     # ----------------------------------------------------------------------------- data
@@ -209,7 +211,9 @@ class PretrainTask(Task):
         self._check_stores(corpus.stores)
         # Masked regions are replaced by regions of *training* images, also in validation.
         pool = None if train or self._train_set is None else self._train_set.region_pool
-        data = PretrainDataset(corpus, self.tokenizer, self.answers.ans2id, self.example_options, cfg.seed, pool)
+        data = PretrainDataset(
+            corpus, self.tokenizer, self.answers.ans2id, self.example_options, cfg.seed, region_pool=pool
+        )
         if train:
             self._train_set = data
         return data
@@ -223,7 +227,8 @@ class PretrainTask(Task):
                     "(--model-config)"
                 )
             needed = {"obj": "objects_id", "attr": "attrs_id"}
-            missing = [needed[k] for k in self.loss_options.visual_losses if k in needed and needed[k] not in store.labels]
+            wanted = [needed[k] for k in self.loss_options.visual_losses if k in needed]
+            missing = [name for name in wanted if name not in store.labels]
             if missing:
                 raise ValueError(
                     f"{store.path}: no detector outputs {missing} for the obj/attr losses "
@@ -240,9 +245,8 @@ class PretrainTask(Task):
 
     # ----------------------------------------------------------------------------- loss and metrics
     def loss(self, output: PretrainingOutput, batch: Batch) -> tuple[Tensor, Mapping[str, Tensor]]:
-        return pretraining_loss(
-            output, batch.targets, self.loss_options, batch.visual_mask, qa_active=self.options.qa_active(self.epoch)
-        )
+        qa_active = self.options.qa_active(self.epoch)
+        return pretraining_loss(output, batch.targets, self.loss_options, batch.visual_mask, qa_active)
 
     def predict(self, output: PretrainingOutput, batch: Batch) -> dict[Any, Any]:
         """Argmax answer of every pair from a QA source (the only ones ``score`` counts)."""

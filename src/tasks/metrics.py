@@ -1,0 +1,184 @@
+"""Task metrics: the original's local evaluators, the official VQA accuracy, NLVR2 consistency.
+
+Predictions are ``{example id: answer}`` mappings (VQA/GQA answer strings, NLVR2 0/1 or bool);
+results are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# ---- local (original) evaluators ----------------------------------------------------------------
+
+
+def _check_predictions(predictions: Mapping[Any, Any], labels: Mapping[Any, Any]) -> None:
+    if not predictions:
+        raise ValueError("no predictions to score")
+    missing = [qid for qid in predictions if qid not in labels]
+    if missing:
+        raise KeyError(f"{len(missing)} predicted ids have no label (first: {missing[0]!r})")
+
+
+def soft_score_accuracy(predictions: Mapping[Any, str], labels: Mapping[Any, Mapping[str, float]]) -> float:
+    """Mean over predicted questions of the label's score for the predicted answer (0 if absent).
+
+    This is the original VQA/GQA evaluator. For VQA the stored scores (0.3/0.6/0.9/1.0 for 1/2/3/4+
+    annotators) make it the official accuracy restricted to the answer table; GQA labels hold one
+    answer with score 1, so it is exact-match accuracy.
+    """
+    _check_predictions(predictions, labels)
+    return sum(float(labels[qid].get(ans, 0.0)) for qid, ans in predictions.items()) / len(predictions)
+
+
+def vqa_accuracy(predictions: Mapping[int, str], labels: Mapping[int, Mapping[str, float]]) -> float:
+    """The original VQA evaluator (soft scores of ``data/vqa/*.json``)."""
+    return soft_score_accuracy(predictions, labels)
+
+
+def gqa_accuracy(predictions: Mapping[str, str], labels: Mapping[str, Mapping[str, float]]) -> float:
+    """GQA exact-match accuracy (the original evaluator; the server's evaluator is more elaborate)."""
+    return soft_score_accuracy(predictions, labels)
+
+
+def oracle_accuracy(labels: Mapping[Any, Mapping[str, float]]) -> float:
+    """Best reachable soft-score accuracy: always predicting each question's top-scored answer
+    (the original's "Valid Oracle"; questions whose answers are all outside the table score 0)."""
+    if not labels:
+        raise ValueError("no labels")
+    return sum(max(label.values(), default=0.0) for label in labels.values()) / len(labels)
+
+
+# ---- official VQA accuracy from the 10 human answers -------------------------------------------
+
+_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
+# A period not followed by a digit. The official pattern also carries a no-op "(?!<=\d)" group.
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+_ARTICLES = ("a", "an", "the")
+_NUMBER_WORDS = {
+    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+}  # fmt: skip
+# Apostrophe-less spellings -> the official evaluator's spelling (entries with capitals can never
+# match because words are lowercased first; they are kept so the table is the official one).
+_CONTRACTION_PAIRS = """
+    aint=ain't arent=aren't cant=can't couldve=could've couldnt=couldn't couldn'tve=couldn't've
+    couldnt've=couldn't've didnt=didn't doesnt=doesn't dont=don't hadnt=hadn't hadnt've=hadn't've
+    hadn'tve=hadn't've hasnt=hasn't havent=haven't hed=he'd hed've=he'd've he'dve=he'd've hes=he's
+    howd=how'd howll=how'll hows=how's Id've=I'd've I'dve=I'd've Im=I'm Ive=I've isnt=isn't itd=it'd
+    itd've=it'd've it'dve=it'd've itll=it'll let's=let's maam=ma'am mightnt=mightn't
+    mightnt've=mightn't've mightn'tve=mightn't've mightve=might've mustnt=mustn't mustve=must've
+    neednt=needn't notve=not've oclock=o'clock oughtnt=oughtn't ow's'at='ow's'at 'ows'at='ow's'at
+    'ow'sat='ow's'at shant=shan't shed've=she'd've she'dve=she'd've she's=she's shouldve=should've
+    shouldnt=shouldn't shouldnt've=shouldn't've shouldn'tve=shouldn't've somebody'd=somebodyd
+    somebodyd've=somebody'd've somebody'dve=somebody'd've somebodyll=somebody'll somebodys=somebody's
+    someoned=someone'd someoned've=someone'd've someone'dve=someone'd've someonell=someone'll
+    someones=someone's somethingd=something'd somethingd've=something'd've
+    something'dve=something'd've somethingll=something'll thats=that's thered=there'd
+    thered've=there'd've there'dve=there'd've therere=there're theres=there's theyd=they'd
+    theyd've=they'd've they'dve=they'd've theyll=they'll theyre=they're theyve=they've twas='twas
+    wasnt=wasn't wed've=we'd've we'dve=we'd've weve=we've werent=weren't whatll=what'll
+    whatre=what're whats=what's whatve=what've whens=when's whered=where'd wheres=where's
+    whereve=where've whod=who'd whod've=who'd've who'dve=who'd've wholl=who'll whos=who's
+    whove=who've whyll=why'll whyre=why're whys=why's wont=won't wouldve=would've wouldnt=wouldn't
+    wouldnt've=wouldn't've wouldn'tve=wouldn't've yall=y'all yall'll=y'all'll y'allll=y'all'll
+    yall'd've=y'all'd've y'alld've=y'all'd've y'all'dve=y'all'd've youd=you'd youd've=you'd've
+    you'dve=you'd've youll=you'll youre=you're youve=you've
+"""
+_CONTRACTIONS = dict(pair.split("=") for pair in _CONTRACTION_PAIRS.split())
+
+
+def vqa_process_punctuation(text: str) -> str:
+    """Official punctuation rule: a mark is deleted if it touches a space somewhere in the answer
+    (or the answer has a digit,digit group), else replaced by a space; then periods not followed
+    by a digit are removed (at most 32 of them: the official code passes re.UNICODE as the count)."""
+    out = text
+    has_digit_comma = _COMMA_STRIP.search(text) is not None
+    for p in _PUNCT:
+        if p + " " in text or " " + p in text or has_digit_comma:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    return _PERIOD_STRIP.sub("", out, count=int(re.UNICODE))
+
+
+def vqa_process_digit_article(text: str) -> str:
+    """Official rule: lowercase, number words -> digits, drop articles, restore contractions."""
+    words = [_NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    words = [_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES]
+    return " ".join(words)
+
+
+def normalize_vqa_answer(answer: str) -> str:
+    """The official normalization of a predicted answer."""
+    answer = answer.replace("\n", " ").replace("\t", " ").strip()
+    return vqa_process_digit_article(vqa_process_punctuation(answer))
+
+
+def vqa_official_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
+    """Official VQA accuracy of one answer against the (10) human answers.
+
+    ``min(#matches among the other answers / 3, 1)`` averaged over leaving each human answer out.
+    As in the official evaluator, human answers are punctuation-processed only when they disagree.
+    """
+    if not gt_answers:
+        raise ValueError("no human answers to score against")
+    pred = normalize_vqa_answer(prediction)
+    gts = [a.replace("\n", " ").replace("\t", " ").strip() for a in gt_answers]
+    if len(set(gts)) > 1:
+        gts = [vqa_process_punctuation(a) for a in gts]
+    matches = sum(a == pred for a in gts)
+    # Leaving out answer i removes one match exactly when answer i itself matches.
+    accs = [min(1.0, (matches - (a == pred)) / 3) for a in gts]
+    return sum(accs) / len(accs)
+
+
+def vqa_official_score(predictions: Mapping[int, str], gt_answers: Mapping[int, Sequence[str]]) -> float:
+    """Mean official accuracy over predicted questions, given each question's raw human answers."""
+    _check_predictions(predictions, gt_answers)
+    return sum(vqa_official_accuracy(ans, gt_answers[qid]) for qid, ans in predictions.items()) / len(predictions)
+
+
+# ---- NLVR2 ----------------------------------------------------------------------------------------
+
+
+def _as_label(value: Any, what: str) -> int:
+    if isinstance(value, str) and value in ("True", "False"):
+        return int(value == "True")
+    if value in (0, 1):  # also True / False
+        return int(value)
+    raise ValueError(f"{what}: expected 0/1, True/False, got {value!r}")
+
+
+def nlvr2_accuracy(predictions: Mapping[str, Any], labels: Mapping[str, Any]) -> float:
+    """Fraction of examples whose predicted truth value equals the label."""
+    _check_predictions(predictions, labels)
+    right = sum(_as_label(p, i) == _as_label(labels[i], i) for i, p in predictions.items())
+    return right / len(predictions)
+
+
+def nlvr2_sentence_id(identifier: str) -> str:
+    """The sentence an NLVR2 example belongs to, keyed as the official evaluation script does.
+
+    Identifiers are ``split-set-pair-sentence`` (``dev-850-0-0``; the images are
+    ``dev-850-0-img0/1``). One sentence is paired with several image pairs, so the official
+    script blanks the pair field: ``dev-850-0-0`` -> ``dev-850--0``.
+    """
+    parts = identifier.split("-")
+    if len(parts) < 4:
+        raise ValueError(f"NLVR2 identifier {identifier!r} is not split-set-pair-sentence")
+    parts[2] = ""
+    return "-".join(parts)
+
+
+def nlvr2_consistency(predictions: Mapping[str, Any], labels: Mapping[str, Any]) -> float:
+    """Fraction of sentences all of whose predicted image pairs are right (official NLVR2 metric)."""
+    _check_predictions(predictions, labels)
+    consistent: dict[str, bool] = defaultdict(lambda: True)
+    for ident, pred in predictions.items():
+        sid = nlvr2_sentence_id(ident)
+        consistent[sid] = consistent[sid] and _as_label(pred, ident) == _as_label(labels[ident], ident)
+    return sum(consistent.values()) / len(consistent)

@@ -51,6 +51,7 @@ class Trainer:
         self.task, self.cfg, self.env = task, cfg, env
         self.log = get_logger()
         self.out = cfg.output_dir
+        self.started = time.perf_counter()
         self.report = RunReport(self.out, enabled=env.is_main)
         model = task.build_model()
         task.load_pretrained(model)
@@ -194,13 +195,14 @@ class Trainer:
             save_training_state(self.out / RESUME_FILE, state)
         dist_utils.barrier()
 
-    def _log_steps(self, first_step: int, losses: list[Tensor], lrs: list[float]) -> None:
+    def _log_steps(self, first_step: int, losses: list[Tensor], lrs: list[float], times: list[float]) -> None:
+        """Append one JSON line per step: index, loss, lr, and seconds since the run started."""
         if not (self.env.is_main and losses):
             return
         values = torch.stack(losses).float().tolist()
         with open(self.out / STEPS_FILE, "a") as f:
-            for i, (loss, lr) in enumerate(zip(values, lrs)):
-                f.write(json.dumps({"step": first_step + i, "loss": loss, "lr": lr}) + "\n")
+            for i, (loss, lr, t) in enumerate(zip(values, lrs, times)):
+                f.write(json.dumps({"step": first_step + i, "loss": loss, "lr": lr, "time": round(t, 4)}) + "\n")
 
     def _truncate_steps(self, upto: int) -> None:
         """After a resume, forget step records past the checkpoint (they are re-run)."""
@@ -258,6 +260,7 @@ class Trainer:
             train_preds: dict[Any, Any] = {}
             losses: list[Tensor] = []
             lrs: list[float] = []
+            times: list[float] = []
             epoch_loss, epoch_batches = torch.zeros((), device=env.device), 0
             t0, seen = time.perf_counter(), 0
             bar = self._progress(loader, len(loader), f"epoch {epoch + 1}/{cfg.epochs}")
@@ -267,13 +270,14 @@ class Trainer:
                 train_preds.update(task.predict(output, batch))
                 losses.append(loss)
                 lrs.append(current_lr(optimizer))
+                times.append(time.perf_counter() - self.started)
                 epoch_loss += loss.float()
                 epoch_batches += 1
                 seen += len(batch) * env.world_size
                 global_step += 1
                 start_step += 1
                 if len(losses) >= cfg.log_every or start_step == steps_per_epoch:
-                    self._log_steps(global_step - len(losses), losses, lrs)
+                    self._log_steps(global_step - len(losses), losses, lrs, times)
                     rate = seen / (time.perf_counter() - t0)
                     scalars = {"loss": float(losses[-1]), "lr": lrs[-1], "examples_per_s": rate}
                     if peak:
@@ -281,15 +285,15 @@ class Trainer:
                     self.report.scalars(global_step, scalars, "train")
                     if hasattr(bar, "set_postfix"):
                         bar.set_postfix(loss=f"{scalars['loss']:.4f}", ex_s=f"{rate:.1f}")
-                    losses, lrs = [], []
+                    losses, lrs, times = [], [], []
                 if cfg.save_every and global_step % cfg.save_every == 0:
-                    self._log_steps(global_step - len(losses), losses, lrs)
-                    losses, lrs = [], []
+                    self._log_steps(global_step - len(losses), losses, lrs, times)
+                    losses, lrs, times = [], [], []
                     self._checkpoint(optimizer, scheduler, epoch=epoch, step=start_step, best=best)
                 if cfg.max_steps and global_step >= cfg.max_steps:
                     done = True
                     break
-            self._log_steps(global_step - len(losses), losses, lrs)
+            self._log_steps(global_step - len(losses), losses, lrs, times)
             elapsed = time.perf_counter() - t0
             record: dict[str, Any] = {
                 "epoch": epoch,

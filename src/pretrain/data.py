@@ -278,7 +278,7 @@ class PretrainExample:
     qa_scored: bool  # the pair comes from a QA source: its prediction counts for QA accuracy
     feats: np.ndarray  # (N, D) float32, corrupted
     boxes: np.ndarray  # (N, 4) float32
-    feat_target: np.ndarray  # (N, D) float32, original features
+    feat_target: np.ndarray  # (N, D) original features, in the store's dtype (float16 by default)
     feat_mask: np.ndarray  # (N,) float32, 1 = selected for masked-region prediction
     obj_labels: np.ndarray  # (N,) int64 detector class (-1 when the store has none)
     obj_conf: np.ndarray  # (N,) float32
@@ -386,7 +386,7 @@ class PretrainDataset(Dataset):
             qa_scored=index in corpus.labels,
             feats=feats,
             boxes=np.asarray(regions.boxes, dtype=np.float32),
-            feat_target=np.asarray(regions.features, dtype=np.float32),
+            feat_target=regions.features,
             feat_mask=feat_mask,
             obj_labels=_labels_or_ignore(regions, "objects_id", n, np.int64),
             obj_conf=_labels_or_ignore(regions, "objects_conf", n, np.float32),
@@ -427,7 +427,8 @@ def collate(
     n = max(e.feats.shape[0] for e in examples)
     d = examples[0].feats.shape[1]
     feats = np.zeros((b, n, d), np.float32)
-    feat_targets = np.zeros((b, n, d), np.float32)
+    # targets stay in the store's dtype (half the copy and transfer for float16 stores)
+    feat_targets = np.zeros((b, n, d), np.result_type(*(e.feat_target.dtype for e in examples)))
     boxes = np.zeros((b, n, 4), np.float32)
     box_mask = np.zeros((b, n), np.int64)
     feat_mask = np.zeros((b, n), np.float32)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -235,12 +236,13 @@ class PretrainTask(Task):
                     "(features without labels: drop them with --visualLosses feat)"
                 )
 
-    def collate(self, examples: list[Any]) -> Batch:
+    def collator(self, dataset: Dataset) -> Callable[[list[Any]], Batch]:
+        """``pretrain.data.collate``, checking class ids against the model's label counts."""
         visual = self.loss_options.visual_losses
-        return collate(
-            examples,
-            self.model_config.num_object_labels if "obj" in visual else None,
-            self.model_config.num_attr_labels if "attr" in visual else None,
+        return partial(
+            collate,
+            num_object_labels=self.model_config.num_object_labels if "obj" in visual else None,
+            num_attr_labels=self.model_config.num_attr_labels if "attr" in visual else None,
         )
 
     # ----------------------------------------------------------------------------- loss and metrics

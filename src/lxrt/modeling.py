@@ -188,10 +188,23 @@ class LXRTXLayer(nn.Module):
         self.visn_output = BertOutput(config)
 
     def forward(
-        self, lang: Tensor, lang_mask: Tensor | None, visn: Tensor, visn_mask: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
+        self,
+        lang: Tensor,
+        lang_mask: Tensor | None,
+        visn: Tensor,
+        visn_mask: Tensor | None,
+        cls_only: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Both streams, or with ``cls_only`` only the language [CLS] row, shape (B, 1, H).
+
+        With ``cls_only`` every language row still attends to vision (the self-attention needs
+        them as keys), but the vision branch and the other rows' projections and FFN are skipped.
+        """
         # Both directions read the layer's inputs, not each other's outputs.
         lang_c = self.visual_attention(lang, visn, visn_mask)
+        if cls_only:
+            cls = self.lang_self_att(lang_c, lang_mask, query=lang_c[:, :1])
+            return self.lang_output(self.lang_inter(cls), cls), None
         visn_c = self.visual_attention(visn, lang, lang_mask)
         lang_s = self.lang_self_att(lang_c, lang_mask)
         visn_s = self.visn_self_att(visn_c, visn_mask)
@@ -199,16 +212,6 @@ class LXRTXLayer(nn.Module):
             self.lang_output(self.lang_inter(lang_s), lang_s),
             self.visn_output(self.visn_inter(visn_s), visn_s),
         )
-
-    def forward_cls(self, lang: Tensor, lang_mask: Tensor | None, visn: Tensor, visn_mask: Tensor | None) -> Tensor:
-        """Only the language [CLS] row of ``forward``'s language output, shape (B, 1, H).
-
-        Every language row still attends to vision (the self-attention needs them as keys),
-        but the vision branch and the other 19 rows' projections and FFN are not computed.
-        """
-        lang_c = self.visual_attention(lang, visn, visn_mask)
-        cls = self.lang_self_att(lang_c, lang_mask, query=lang_c[:, :1])
-        return self.lang_output(self.lang_inter(cls), cls)
 
 
 class VisualFeatEncoder(nn.Module):
@@ -255,9 +258,7 @@ class LXRTEncoderStack(nn.Module):
             visn = layer(visn, visn_mask)
         last = len(self.x_layers) - 1
         for i, layer in enumerate(self.x_layers):
-            if cls_only and i == last:
-                return layer.forward_cls(lang, lang_mask, visn, visn_mask), None
-            lang, visn = layer(lang, lang_mask, visn, visn_mask)
+            lang, visn = layer(lang, lang_mask, visn, visn_mask, cls_only=cls_only and i == last)
         return lang, visn
 
 

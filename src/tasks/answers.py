@@ -50,9 +50,8 @@ def load_json(path: str | Path) -> Any:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
-        raise DataFormatError(
-            f"{path}:{err.lineno}:{err.colno}: invalid JSON ({err.msg}); the file may be truncated"
-        ) from None
+        hint = "; the file looks truncated" if err.pos >= len(err.doc.rstrip()) else ""
+        raise DataFormatError(f"{path}:{err.lineno}:{err.colno}: invalid JSON ({err.msg}){hint}") from None
     except UnicodeDecodeError as err:
         raise DataFormatError(f"{path}: not UTF-8 text ({err})") from None
 

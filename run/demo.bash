@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The easy-VQA demo on the CPU: bash run/demo.bash [--epochs N] [--batchSize B] [--lr LR] [--hidden H]
+#     [--max-minutes M] [--workers W] [--output DIR] [--fresh | --resume]   (--help lists every knob)
+# Extracts region features from the raw easy-VQA images, trains a small LXMERT from scratch, predicts the
+# test split and writes snap/demo/ (metrics.json, curves.png, predictions.png, test_predict.json, BEST.pth,
+# run.log). A rerun with the same settings reuses the features and the snapshot.
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$REPO"
+start=$SECONDS
+
+# Set up .venv only when it cannot run the demo yet (run/setup.bash installs the requirements).
+if ! { [ -x .venv/bin/python ] && .venv/bin/python -c "import easy_vqa, matplotlib, numpy, PIL, tokenizers, torch, tqdm" \
+        2>/dev/null; }; then
+    echo "setting up the environment: bash run/setup.bash"
+    bash run/setup.bash
+    echo "environment ready in $((SECONDS - start)) s"
+fi
+
+# numpy's threaded BLAS is slower than one thread on the small matrices of feature extraction; torch's
+# thread count is chosen by the demo itself (--threads).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}" \
+    MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
+source run/_launch.sh  # PYTHON (the .venv one) and PYTHONPATH=src
+"$PYTHON" -m demo.run_demo "$@"
+case " $* " in *" --help "* | *" -h "*) ;; *) echo "demo finished in $((SECONDS - start)) s" ;; esac

@@ -1,0 +1,384 @@
+"""The easy-VQA demo, end to end: raw images -> region features -> a small LXMERT trained from
+scratch on the shared loop -> test predictions, metrics and plots.
+
+    python -m demo.run_demo [--epochs N] [--batchSize B] [--lr LR] [--hidden H] [--max-minutes M]
+
+Stages: prepare easy-VQA (extract features, write VQA-format JSON; reused when unchanged), train on
+``train`` selecting on ``minival`` (``BEST.pth``), predict ``test`` with the selected weights, then
+write ``metrics.json``, ``curves.png`` and ``predictions.png``. Everything lands in ``--output``
+(default ``snap/demo``). A rerun with the same settings reuses the features and the snapshot and
+only evaluates and reports; ``--fresh`` starts over; ``--resume`` continues a killed training.
+
+numpy and torch are imported inside the functions, after ``main`` has set the thread counts: BLAS
+reads its thread count once, when it loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from demo.easy_vqa_data import EasyVQAData
+    from engine.config import TrainConfig
+
+RECIPE = "easy_vqa_demo"
+STATE_FILE = "demo_state.json"
+RUN_MARKERS = (STATE_FILE, "config.json", "run.log")  # files that only a run folder holds
+TEST_SPLIT = "test"
+# Fields that change where or how visibly a run happens, not what it learns.
+VOLATILE_FIELDS = ("output", "test", "resume", "progress", "num_workers", "eval_batch_size", "log_every", "load")
+EVAL_SPEEDUP = 3.0  # a forward pass costs about a third of a training step
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+log = logging.getLogger("lxmert.demo")
+
+
+@dataclass
+class DemoConfig:
+    """The demo's knobs; ``None`` means the value of the ``easy_vqa_demo`` recipe."""
+
+    data_root: str = "data"
+    output: str = "snap/demo"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    hidden: int | None = None
+    seed: int | None = None
+    max_minutes: float = 10.0
+    workers: int = 0
+    threads: int = 0
+    max_images: int | None = None
+    fresh: bool = False
+    resume: bool = False
+    progress: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m demo.run_demo",
+        description="easy-VQA demo: extract region features from the raw images, train a small LXMERT from "
+        "scratch (train split, model selection on minival), predict the test split and write metrics.json, "
+        "curves.png and predictions.png into --output.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
+    p.add_argument("--batchSize", dest="batch_size", type=int, help="training batch size (default: the recipe's)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    p.add_argument("--hidden", type=int, help="hidden size, a multiple of 32 (heads of 32, FFN 2x); default: recipe")
+    p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
+    p.add_argument(
+        "--max-minutes", dest="max_minutes", type=float, default=10.0,
+        help="time budget for training: a short speed measurement decides how many of the epochs fit (0: no limit)",
+    )  # fmt: skip
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0: load in the main process)")
+    p.add_argument(
+        "--threads", type=int, default=0,
+        help="torch threads (0: measure one thread and one per core and keep the faster)",
+    )  # fmt: skip
+    p.add_argument("--output", default="snap/demo", help="run folder for the snapshot, logs, predictions and plots")
+    p.add_argument("--data-root", dest="data_root", default="data", help="the features and JSON go to <root>/easy_vqa")
+    p.add_argument("--max-images", dest="max_images", type=int, help="use only the first N images of each split")
+    p.add_argument("--fresh", action="store_true", help="re-extract the features and retrain, deleting the old run")
+    p.add_argument("--resume", action="store_true", help="continue a killed training from its last epoch checkpoint")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> DemoConfig:
+    args = build_parser().parse_args(argv)
+    demo = DemoConfig(**vars(args))
+    checks = [
+        (demo.epochs is None or demo.epochs >= 1, "--epochs must be >= 1"),
+        (demo.batch_size is None or demo.batch_size >= 1, "--batchSize must be >= 1"),
+        (demo.lr is None or demo.lr > 0, "--lr must be > 0"),
+        (demo.hidden is None or (demo.hidden >= 32 and demo.hidden % 32 == 0), "--hidden must be a multiple of 32"),
+        (demo.max_minutes >= 0, "--max-minutes must be >= 0"),
+        (demo.workers >= 0 and demo.threads >= 0, "--workers and --threads must be >= 0"),
+        (demo.max_images is None or demo.max_images >= 10, "--max-images must be >= 10"),
+        (not (demo.fresh and demo.resume), "--fresh and --resume exclude each other"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SystemExit(f"demo.run_demo: error: {message}")
+    return demo
+
+
+def limit_blas_threads() -> None:
+    """One BLAS thread for numpy: threaded BLAS is slower than one thread on the small matrices of
+    feature extraction. Only effective before numpy is first imported."""
+    for name in BLAS_THREAD_VARS:
+        os.environ.setdefault(name, "1")
+
+
+def choose_threads(cfg: TrainConfig) -> tuple[int, float]:
+    """(torch threads, examples/s): the faster of one thread and one per core, measured.
+
+    On a busy machine several threads that wait for each other at every small matrix product can
+    be many times slower than one thread, while on an idle one they are faster.
+    """
+    import torch
+
+    cores = os.cpu_count() or 1
+    speeds = {}
+    for count in sorted({1, cores}):
+        torch.set_num_threads(count)
+        speeds[count] = measure_speed(cfg)
+    best = max(speeds, key=speeds.get)
+    torch.set_num_threads(best)
+    shown = ", ".join(f"{n} thread(s) {v:.0f} examples/s" for n, v in speeds.items())
+    log.info(f"speed check: {shown} -> {best} thread(s)")
+    return best, speeds[best]
+
+
+def clear_run_folder(path: Path, keep: Sequence[str] = ()) -> None:
+    """Delete a previous demo run in ``path`` except the files named in ``keep``; refuse to touch a
+    folder that is not a run folder."""
+    if not path.exists():
+        return
+    if not any((path / name).is_file() for name in RUN_MARKERS) and any(path.iterdir()):
+        raise SystemExit(f"{path} is not empty and holds no demo run ({STATE_FILE}); choose another --output")
+    for entry in path.iterdir():
+        if entry.name in keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def clear_prepared(root: Path) -> None:
+    """Delete prepared easy-VQA data (a folder with the manifest the preparation writes)."""
+    if (root / "manifest.json").is_file():
+        shutil.rmtree(root)
+
+
+def prepare(demo: DemoConfig) -> EasyVQAData:
+    from demo.easy_vqa_data import describe, prepare_easy_vqa
+
+    root = Path(demo.data_root) / "easy_vqa"
+    if demo.fresh:
+        clear_prepared(root)
+    data = prepare_easy_vqa(root, max_images=demo.max_images, progress=demo.progress)
+    log.info(describe(data))
+    return data
+
+
+def train_config(demo: DemoConfig) -> TrainConfig:
+    """The ``easy_vqa_demo`` recipe with the knobs given on the command line."""
+    from demo.task import demo_model
+    from engine import recipes
+
+    cfg = recipes.get(RECIPE)
+    changes: dict[str, Any] = {
+        "output": demo.output,
+        "data_root": demo.data_root,
+        "num_workers": demo.workers,
+        "progress": demo.progress,
+    }
+    for name in ("epochs", "batch_size", "lr", "seed"):
+        if getattr(demo, name) is not None:
+            changes[name] = getattr(demo, name)
+    if demo.hidden is not None:
+        m = cfg.model
+        changes["model"] = demo_model(
+            demo.hidden, m.llayers, m.xlayers, m.rlayers, m.hidden_dropout_prob, m.visual_feat_dim
+        )
+    return cfg.replace(**changes)
+
+
+def run_key(cfg: TrainConfig, data: EasyVQAData, demo: DemoConfig) -> dict[str, Any]:
+    """What decides the trained weights: settings, data preparation and time budget."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in VOLATILE_FIELDS}
+    manifest = json.loads((data.root / "manifest.json").read_text(encoding="utf-8"))
+    return {"train": settings, "data": manifest.get("settings"), "max_minutes": demo.max_minutes}
+
+
+def read_state(out: Path) -> dict[str, Any]:
+    try:
+        state = json.loads((out / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def write_state(out: Path, state: dict[str, Any]) -> None:
+    from demo.report import write_json
+
+    write_json(out / STATE_FILE, state)
+
+
+def measure_speed(cfg: TrainConfig, steps: int = 8, warmup: int = 2) -> float:
+    """Training examples per second of ``cfg``'s model on this machine, from a few real steps."""
+    import torch
+
+    from demo.task import EasyVQATask
+    from engine.optim import build_optimizer, clip_grad_norm
+
+    task = EasyVQATask(cfg)
+    dataset = task.dataset(cfg.train, train=True)
+    collate = task.collator(dataset)
+    model = task.build_model()
+    optimizer, scheduler = build_optimizer(model, cfg.optim, cfg.lr, steps + warmup, cfg.warmup, cfg.weight_decay)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    model.train()
+    start, seen = time.perf_counter(), 0
+    for i in range(warmup + steps):
+        if i == warmup:
+            start, seen = time.perf_counter(), 0
+        rows = [order[(i * cfg.batch_size + k) % len(order)] for k in range(cfg.batch_size)]
+        batch = collate([dataset[r] for r in rows])
+        loss, _ = task.loss(task.forward(model, batch), batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_grad_norm(model, cfg.clip_norm)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        seen += len(batch)
+    return seen / (time.perf_counter() - start)
+
+
+def plan_epochs(cfg: TrainConfig, data: EasyVQAData, max_minutes: float, rate: float) -> int:
+    """``cfg.epochs``, or fewer when at ``rate`` training examples/s they would not fit ``max_minutes``."""
+    if max_minutes <= 0:
+        return cfg.epochs
+    train_n = data.counts.get("train", {}).get("questions") or len(data.load("train"))
+    valid_n = data.counts.get("minival", {}).get("questions") or len(data.load("minival"))
+    epoch_s = train_n / rate + valid_n / (rate * EVAL_SPEEDUP)
+    fit = int(max_minutes * 60 // epoch_s)
+    log.info(f"about {epoch_s:.0f} s per epoch at {rate:.0f} examples/s: {fit} epoch(s) fit in {max_minutes:g} min")
+    if fit < cfg.epochs:
+        log.warning(
+            f"training {max(fit, 1)} instead of {cfg.epochs} epochs to stay within --max-minutes {max_minutes:g} "
+            "(this machine is slower or busier than the recipe assumes; expect a lower accuracy)"
+        )
+        return max(fit, 1)
+    return cfg.epochs
+
+
+def train(cfg: TrainConfig, data: EasyVQAData, demo: DemoConfig, key: dict[str, Any]) -> float:
+    """Train (or resume) into ``cfg.output``; returns the seconds spent."""
+    import torch
+
+    from demo.task import EasyVQATask
+    from engine.loop import run
+    from engine.state import RESUME_FILE
+
+    out = Path(cfg.output)
+    state = read_state(out)
+    resume = bool(
+        demo.resume and state.get("key") == key and not state.get("complete") and (out / RESUME_FILE).is_file()
+    )
+    if demo.resume and not resume:
+        log.warning(f"--resume: no unfinished run with these settings in {out}; training from the start")
+    start = time.perf_counter()
+    rate = None
+    if demo.threads == 0:
+        _, rate = choose_threads(cfg)
+    if resume:
+        epochs = int(state["epochs"])
+        log.info(f"resuming the training in {out} ({epochs} epochs planned)")
+    else:
+        clear_run_folder(out, keep=("run.log",))  # the log of this invocation is already open
+        if rate is None and demo.max_minutes > 0:
+            rate = measure_speed(cfg)
+            log.info(f"speed check: {rate:.0f} examples/s with {torch.get_num_threads()} thread(s)")
+        epochs = plan_epochs(cfg, data, demo.max_minutes, rate or 0.0)
+    write_state(out, {"key": key, "epochs": epochs, "complete": False})
+    train_cfg = cfg.replace(epochs=epochs, test="", resume=resume)
+    run(EasyVQATask(train_cfg), train_cfg)
+    seconds = time.perf_counter() - start + float(state.get("train_seconds", 0.0) if resume else 0.0)
+    write_state(out, {"key": key, "epochs": epochs, "complete": True, "train_seconds": seconds})
+    return seconds
+
+
+def evaluate(cfg: TrainConfig) -> None:
+    """Predict the test split with the selected weights (``BEST.pth``); writes test_predict.json."""
+    from demo.task import EasyVQATask
+    from engine.loop import run
+
+    best = Path(cfg.output) / "BEST.pth"
+    if not best.is_file():
+        raise FileNotFoundError(f"{best} not found: training did not save a selected snapshot")
+    test_cfg = cfg.replace(train="", valid="", test=TEST_SPLIT, load=str(best), resume=False)
+    run(EasyVQATask(test_cfg), test_cfg)
+
+
+def summary(metrics: dict[str, Any], out: Path) -> str:
+    lines = [f"easy-VQA {metrics['split']}: accuracy {metrics['accuracy'] * 100:.2f}% on {metrics['questions']} questions"]
+    for qtype, m in metrics["per_question_type"].items():
+        lines.append(f"  {qtype:<13} {m['accuracy'] * 100:6.2f}%  ({m['questions']} questions)")
+    t = metrics["timings_s"]
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if v is not None)
+    lines.append(f"time: {stages}")
+    if "train_examples_per_s" in metrics:
+        lines.append(f"training speed: {metrics['train_examples_per_s']:.0f} examples/s")
+    lines.append(f"files: {out}/ (metrics.json, curves.png, predictions.png, test_predict.json, BEST.pth, run.log)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the demo; returns the metrics written to ``<output>/metrics.json``."""
+    demo = parse_args(argv)
+    begin = time.perf_counter()
+    limit_blas_threads()
+    import torch
+
+    from demo.report import write_json, write_report
+    from engine.report import setup_logging
+
+    torch.set_num_threads(demo.threads or os.cpu_count() or 1)
+
+    out = Path(demo.output)
+    if demo.fresh:
+        clear_run_folder(out)
+    setup_logging(out, True)
+    log.info(f"demo settings: {json.dumps(asdict(demo))}")
+
+    start = time.perf_counter()
+    data = prepare(demo)
+    prepare_s = time.perf_counter() - start
+
+    cfg = train_config(demo)
+    key = run_key(cfg, data, demo)
+    state = read_state(out)
+    reuse = state.get("complete") and state.get("key") == key and (out / "BEST.pth").is_file()
+    if reuse:
+        log.info(f"reusing the trained snapshot {out / 'BEST.pth'} (same settings); --fresh retrains")
+        train_s = None
+    else:
+        train_s = train(cfg, data, demo, key)
+        state = read_state(out)
+
+    start = time.perf_counter()
+    evaluate(cfg)
+    test_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    extra = {
+        "threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "epochs_planned": state.get("epochs"),
+        "reused_snapshot": bool(reuse),
+        "config": cfg.replace(epochs=state.get("epochs", cfg.epochs)).to_dict(),
+        "timings_s": {"prepare": prepare_s, "train": train_s, "test": test_s},
+    }
+    metrics = write_report(out, data.load(TEST_SPLIT), extra=extra, seed=cfg.seed)
+    metrics["timings_s"]["report"] = time.perf_counter() - start
+    metrics["timings_s"]["total"] = time.perf_counter() - begin
+    write_json(out / "metrics.json", metrics)
+    log.info("\n" + summary(metrics, out))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

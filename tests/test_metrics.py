@@ -1,0 +1,144 @@
+"""Metrics (original evaluators, official VQA accuracy, NLVR2 consistency) and submission files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.metrics import (
+    gqa_accuracy,
+    nlvr2_accuracy,
+    nlvr2_consistency,
+    nlvr2_sentence_id,
+    normalize_vqa_answer,
+    oracle_accuracy,
+    vqa_accuracy,
+    vqa_official_accuracy,
+    vqa_official_score,
+)
+from tasks.submission import (
+    dump_predictions,
+    prediction_path,
+    write_gqa_submission,
+    write_nlvr2_predictions,
+    write_predictions,
+    write_vqa_submission,
+)
+
+
+def test_vqa_soft_score_accuracy() -> None:
+    labels = {1: {"2": 1.0, "3": 0.3}, 2: {"yes": 0.9}, 3: {"red": 0.6}, 4: {}}
+    preds = {1: "3", 2: "yes", 3: "blue", 4: "no"}
+    assert vqa_accuracy(preds, labels) == pytest.approx((0.3 + 0.9 + 0 + 0) / 4)
+    assert oracle_accuracy(labels) == pytest.approx((1.0 + 0.9 + 0.6 + 0) / 4)
+    with pytest.raises(KeyError, match="no label"):
+        vqa_accuracy({9: "x"}, labels)
+    with pytest.raises(ValueError, match="no predictions"):
+        vqa_accuracy({}, labels)
+
+
+def test_gqa_exact_match() -> None:
+    labels = {"01": {"pipe": 1.0}, "02": {"left": 1.0}, "03": {"no": 1.0}}
+    assert gqa_accuracy({"01": "pipe", "02": "right", "03": "no"}, labels) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(("matches", "expected"), [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (10, 1.0)])
+def test_official_accuracy_levels(matches: int, expected: float) -> None:
+    others = ["cat", "dog", "bird", "fish", "cow", "horse", "sheep", "goat", "pig", "duck"]
+    humans = ["zebra"] * matches + others[: 10 - matches]
+    assert vqa_official_accuracy("zebra", humans) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("Two", "2"),
+        ("The dog.", "dog"),
+        ("a red ball", "red ball"),
+        ("dont know", "don't know"),
+        ("yes!", "yes"),
+        ("1,000", "1000"),
+        ("3.5", "3.5"),
+        ("left - right", "left right"),
+        ("t-shirt", "t shirt"),
+        ("  none\t", "0"),
+        ("isnt it", "isn't it"),
+    ],
+)
+def test_vqa_answer_normalization(raw: str, normalized: str) -> None:
+    assert normalize_vqa_answer(raw) == normalized
+
+
+def test_official_metric_details() -> None:
+    # prediction normalized (number word -> digit); humans agree, so theirs are compared as given
+    assert vqa_official_accuracy("two", ["2"] * 10) == pytest.approx(1.0)
+    # humans disagree: their answers get the punctuation rule only ("t-shirt" -> "t shirt"; "yes!"
+    # -> "yes " with its trailing space, which then matches nothing; "two" stays a word)
+    assert vqa_official_accuracy("t-shirt", ["t-shirt"] * 2 + ["shirt"] * 8) == pytest.approx(0.6)
+    assert vqa_official_accuracy("yes", ["yes!", "yes", "yes"] + ["no"] * 7) == pytest.approx(0.6)
+    assert vqa_official_accuracy("2", ["two"] * 3 + ["3"] * 7) == pytest.approx(0.0)
+    preds = {10: "Yes", 11: "red"}
+    gts = {10: ["yes"] * 10, 11: ["red", "red", "blue"] + ["green"] * 7}
+    assert vqa_official_score(preds, gts) == pytest.approx((1.0 + 0.6) / 2)
+    with pytest.raises(ValueError):
+        vqa_official_accuracy("x", [])
+
+
+def test_nlvr2_accuracy_and_consistency() -> None:
+    labels = {
+        "dev-1-0-0": 1, "dev-1-1-0": 0,  # sentence dev-1--0: both right below
+        "dev-1-2-1": 1, "dev-1-3-1": 1,  # sentence dev-1--1: one wrong
+        "dev-7-0-0": 0,  # sentence dev-7--0: wrong
+    }  # fmt: skip
+    preds = {"dev-1-0-0": 1, "dev-1-1-0": False, "dev-1-2-1": True, "dev-1-3-1": 0, "dev-7-0-0": 1}
+    assert nlvr2_sentence_id("dev-850-0-0") == "dev-850--0"
+    assert nlvr2_sentence_id("test1-850-3-1") == "test1-850--1"
+    assert nlvr2_accuracy(preds, labels) == pytest.approx(3 / 5)
+    assert nlvr2_consistency(preds, labels) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="expected 0/1"):
+        nlvr2_accuracy({"dev-1-0-0": 2}, labels)
+    with pytest.raises(ValueError, match="split-set-pair-sentence"):
+        nlvr2_sentence_id("dev-850")
+
+
+def test_vqa_submission_format(tmp_path: Path) -> None:
+    path = write_vqa_submission({458752000: "net", 12: "2"}, tmp_path / "out" / "test_predict.json")
+    text = path.read_text()
+    assert json.loads(text) == [{"answer": "net", "question_id": 458752000}, {"answer": "2", "question_id": 12}]
+    assert text == json.dumps(json.loads(text), indent=4, sort_keys=True)
+    assert text.index('"answer"') < text.index('"question_id"')
+    assert sorted(p.name for p in path.parent.iterdir()) == ["test_predict.json"]  # no temp files left
+    with pytest.raises(TypeError, match="int"):
+        write_vqa_submission({"12": "2"}, tmp_path / "x.json")
+    with pytest.raises(ValueError, match="1 of 3 questions have no prediction"):
+        write_vqa_submission({1: "a", 2: "b"}, tmp_path / "x.json", expected=[1, 2, 3])
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_gqa_submission_format(tmp_path: Path) -> None:
+    path = write_gqa_submission({"07333408": "pipe", "201307251": "no"}, tmp_path / "submit_predict.json")
+    rows = json.loads(path.read_text())
+    assert rows == [{"prediction": "pipe", "questionId": "07333408"}, {"prediction": "no", "questionId": "201307251"}]
+    assert path.read_text() == json.dumps(rows, indent=4, sort_keys=True)
+    with pytest.raises(TypeError, match="string"):
+        write_gqa_submission({7333408: "pipe"}, tmp_path / "y.json")
+
+
+def test_nlvr2_csv(tmp_path: Path) -> None:
+    path = write_nlvr2_predictions({"test1-0-1-0": 1, "test1-0-1-1": 0, "test1-3-0-0": True}, tmp_path / "t.csv")
+    assert path.read_text() == "test1-0-1-0,True\ntest1-0-1-1,False\ntest1-3-0-0,True\n"
+    with pytest.raises(ValueError, match="0/1"):
+        write_nlvr2_predictions({"a-1-1-1": 3}, tmp_path / "u.csv")
+
+
+def test_prediction_paths_and_dump(tmp_path: Path) -> None:
+    assert prediction_path(tmp_path, "minival", "vqa") == tmp_path / "minival_predict.json"
+    assert prediction_path(tmp_path, "valid", "nlvr2") == tmp_path / "valid_predict.csv"
+    with pytest.raises(ValueError, match="unknown task"):
+        prediction_path(tmp_path, "x", "coco")
+    path = write_predictions("gqa", {"1": "yes"}, tmp_path, "testdev")
+    assert path.name == "testdev_predict.json" and json.loads(path.read_text())[0]["questionId"] == "1"
+    dumped = dump_predictions({3: "red", 1: "blue"}, tmp_path / "dump.json")
+    assert json.loads(dumped.read_text()) == {"1": "blue", "3": "red"}

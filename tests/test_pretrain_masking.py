@@ -11,6 +11,7 @@ import pytest
 from features.tsv import RegionRecord, write_tsv
 from lxrt.tokenization import LXRTTokenizer
 from pretrain.data import (
+    TARGET_KEYS,
     CorpusError,
     ExampleOptions,
     PretrainDataset,
@@ -264,6 +265,7 @@ def test_collate_pads_images_with_fewer_regions(tmp_path, tokenizer):
     data = dataset(corpus, tokenizer)
     batch = collate([data[0], data[4], data[8]])
     assert batch.feats.shape == (3, 10, DIM) and batch.input_ids.shape == (3, 20)
+    assert set(batch.targets) == set(TARGET_KEYS)
     assert batch.visual_mask.tolist()[1] == [1] * 4 + [0] * 6
     assert (batch.targets["feat_mask"][1, 4:] == 0).all()
     assert (batch.targets["obj_labels"][1, 4:] == -1).all()
@@ -288,3 +290,10 @@ def test_bad_json_is_reported_with_file_and_entry(tmp_path):
         load_corpus(root, "mscoco_train", ANSWERS, convert_ans, progress=False)
     with pytest.raises(ValueError, match="unknown pretraining split"):
         load_corpus(root, "mscoco_test", ANSWERS, convert_ans, progress=False)
+
+
+def test_matching_needs_two_images(tmp_path, tokenizer):
+    corpus = load_corpus(write_root(tmp_path, images=1), "mscoco_train", ANSWERS, convert_ans, progress=False)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        dataset(corpus, tokenizer)
+    assert len(dataset(corpus, tokenizer, task_matched=False)) == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import pytest
@@ -195,3 +196,11 @@ def test_custom_small_vocab(tmp_path) -> None:
     assert small.vocab_size == 9 and small.cls_id == 3 and small.pad_id == 2
     assert small.tokenize("Red cubes? blue") == ["red", "cube", "##s", "?", "[UNK]"]
     assert small(["red cubes?"]).input_ids.tolist() == [[3, 5, 6, 7, 8, 1]]
+
+
+def test_pickle_rebuilds_from_vocab_file(tok: LXRTTokenizer) -> None:
+    data = pickle.dumps(tok)
+    assert len(data) < 10_000  # the vocabulary is re-read, not serialized
+    copy = pickle.loads(data)
+    texts = ["What color is the cat?", "naïve [MASK] ΟΔΟΣ"]
+    assert torch.equal(copy(texts).input_ids, tok(texts).input_ids)

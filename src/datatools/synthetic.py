@@ -232,9 +232,9 @@ class Generator:
                 first = self.maybe(value, COLORS)
                 colors = (first, self.other(COLORS, value) if first == value else self.maybe(value, COLORS))
             return self.image("", color=colors[0]), self.image("", color=colors[1])
-        if kind == 1:  # "The left image shows a <shape>."
-            shape = value if label else self.other(SHAPES, value)
-            return self.image("", shape=shape), self.image("")
+        if kind == 1:  # "The left image contains a <colour> object."
+            color = value if label else self.other(COLORS, value)
+            return self.image("", color=color), self.image("")
         color = value if label else self.other(COLORS, value)  # "The right image contains a <colour> object."
         return self.image(""), self.image("", color=color)
 
@@ -244,14 +244,14 @@ class Generator:
         images: list[Image] = []
         templates = (
             "Both images contain a {} object.",
-            "The left image shows a {}.",
+            "The left image contains a {} object.",
             "The right image contains a {} object.",
         )
         for _ in range(sets):
             set_id = self.unique_number(0, 100000)
             for sentence in range(2):
                 kind = int(self.rng.integers(len(templates)))
-                value = (SHAPES if kind == 1 else COLORS)[self.rng.integers(len(SHAPES if kind == 1 else COLORS))]
+                value = COLORS[self.rng.integers(len(COLORS))]
                 for pair in (2 * sentence, 2 * sentence + 1):
                     label = int(self.rng.integers(2))
                     base = f"{prefix}-{set_id}-{pair}"

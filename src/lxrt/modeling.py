@@ -70,6 +70,8 @@ class BertAttention(nn.Module):
     """Multi-head attention: queries from ``hidden``, keys and values from ``context``.
 
     No output projection here: the following ``BertAttOutput`` holds it, as in the original.
+    The parameters stay three ``nn.Linear`` (the checkpoints' ``query``/``key``/``value``), but
+    projections of the same rows run as one matrix multiply over the concatenated weights.
     """
 
     def __init__(self, config: LXRTConfig) -> None:
@@ -86,10 +88,17 @@ class BertAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, hidden: Tensor, context: Tensor, mask: Tensor | None = None) -> Tensor:
-        q = self._heads(self.query(hidden))
-        k = self._heads(self.key(context))
-        v = self._heads(self.value(context))
+    def _project(self, x: Tensor, parts: tuple[nn.Linear, ...]) -> tuple[Tensor, ...]:
+        """``x`` through several of the projections at once, split back per projection."""
+        if len(parts) == 1:
+            return (parts[0](x),)
+        weight = torch.cat([p.weight for p in parts])
+        bias = torch.cat([p.bias for p in parts])
+        return F.linear(x, weight, bias).chunk(len(parts), dim=-1)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Scaled dot-product attention of projected (B, n, H) tensors; heads merged back."""
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
         if mask is not None:
             mask = mask.to(q.dtype)
         out = F.scaled_dot_product_attention(
@@ -97,6 +106,24 @@ class BertAttention(nn.Module):
         )
         b, _, n, _ = out.shape
         return out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
+
+    def forward(self, hidden: Tensor, context: Tensor, mask: Tensor | None = None) -> Tensor:
+        if hidden is context:
+            q, k, v = self._project(hidden, (self.query, self.key, self.value))
+        else:
+            (q,) = self._project(hidden, (self.query,))
+            k, v = self._project(context, (self.key, self.value))
+        return self.attend(q, k, v, mask)
+
+    def both_ways(
+        self, a: Tensor, a_mask: Tensor | None, b: Tensor, b_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """``forward(a, b, b_mask)`` and ``forward(b, a, a_mask)`` with one projection multiply."""
+        n = a.shape[1]
+        q, k, v = self._project(torch.cat([a, b], dim=1), (self.query, self.key, self.value))
+        a_out = self.attend(q[:, :n], k[:, n:], v[:, n:], b_mask)
+        b_out = self.attend(q[:, n:], k[:, :n], v[:, :n], a_mask)
+        return a_out, b_out
 
 
 class BertAttOutput(nn.Module):
@@ -136,6 +163,16 @@ class BertCrossattLayer(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor, context_mask: Tensor | None) -> Tensor:
         return self.output(self.att(x, context, context_mask), x)
+
+    def both_ways(
+        self, a: Tensor, a_mask: Tensor | None, b: Tensor, b_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """``(forward(a, b, b_mask), forward(b, a, a_mask))``: the shared weights let both
+        directions run their projections and output layer as single multiplies."""
+        n = a.shape[1]
+        a_att, b_att = self.att.both_ways(a, a_mask, b, b_mask)
+        out = self.output(torch.cat([a_att, b_att], dim=1), torch.cat([a, b], dim=1))
+        return out[:, :n], out[:, n:]
 
 
 class BertIntermediate(nn.Module):
@@ -200,12 +237,12 @@ class LXRTXLayer(nn.Module):
         With ``cls_only`` every language row still attends to vision (the self-attention needs
         them as keys), but the vision branch and the other rows' projections and FFN are skipped.
         """
-        # Both directions read the layer's inputs, not each other's outputs.
-        lang_c = self.visual_attention(lang, visn, visn_mask)
         if cls_only:
+            lang_c = self.visual_attention(lang, visn, visn_mask)
             cls = self.lang_self_att(lang_c, lang_mask, query=lang_c[:, :1])
             return self.lang_output(self.lang_inter(cls), cls), None
-        visn_c = self.visual_attention(visn, lang, lang_mask)
+        # Both directions read the layer's inputs, not each other's outputs.
+        lang_c, visn_c = self.visual_attention.both_ways(lang, lang_mask, visn, visn_mask)
         lang_s = self.lang_self_att(lang_c, lang_mask)
         visn_s = self.visn_self_att(visn_c, visn_mask)
         return (

@@ -124,8 +124,11 @@ def load_vocab(path: str | Path) -> dict[str, int]:
         raise VocabError(f"{path}: vocabulary file not found (expected BERT's vocab.txt)") from None
     except UnicodeDecodeError as err:
         raise VocabError(f"{path}: vocabulary is not valid UTF-8 ({err})") from None
+    lines = text.split("\n")  # only newlines end a line (str.splitlines also breaks on U+2028 etc.)
+    if lines and lines[-1] == "":
+        lines.pop()
     vocab: dict[str, int] = {}
-    for index, line in enumerate(text.splitlines()):
+    for index, line in enumerate(lines):
         token = line.strip()
         if not token:
             raise VocabError(f"{path}:{index + 1}: empty token line")
@@ -170,6 +173,10 @@ class LXRTTokenizer:
         # WordPiece alone, for words already produced by ``basic_words``.
         self._pieces = Tokenizer(WordPiece(self.vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_WORD_CHARS))
         self._framed: dict[int, Tokenizer] = {}
+
+    def __reduce__(self) -> tuple[type, tuple[Path, int]]:
+        # Rebuilt from the vocabulary file: a pickle (e.g. for spawned DataLoader workers) stays tiny.
+        return (type(self), (self.vocab_path, self.max_length))
 
     @staticmethod
     def _check_length(max_length: int) -> int:

@@ -83,7 +83,7 @@ class PretrainCorpus:
     sents: list[str]
     labels: dict[int, dict[str, float]]  # pair -> normalized, filtered QA label (QA sources only)
     dropped: int = 0
-    _labeled_uids: dict[str, int] | None = field(default=None, repr=False)
+    _labeled_uids: dict[str, int] | None = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.sents)
@@ -246,7 +246,9 @@ class ExampleOptions:
     """How examples are corrupted (``--wordMaskRate``, ``--objMaskRate``, ``--taskMatched``).
 
     ``drop_mismatched_lm`` removes the masked-LM targets of mismatched pairs (``--lossCompat
-    corrected``); the inputs are corrupted the same way in both modes.
+    corrected``); the inputs are corrupted the same way in both modes. As in the original, words
+    and regions are corrupted even when the masked-LM / masked-object tasks are off (set the rates
+    to 0 to avoid it).
     """
 
     max_seq_length: int = 20
@@ -254,7 +256,7 @@ class ExampleOptions:
     obj_mask_rate: float = 0.15
     task_matched: bool = True
     mismatch_prob: float = 0.5
-    drop_mismatched_lm: bool = True
+    drop_mismatched_lm: bool = False
 
     def __post_init__(self) -> None:
         if self.max_seq_length < 3:
@@ -326,7 +328,8 @@ class PretrainDataset(Dataset):
         pool = region_pool if region_pool is not None else RegionPool(corpus)
         if len(dims) != 1 or pool.feat_dim not in dims:
             raise ValueError(f"feature stores of different widths: {sorted(dims | {pool.feat_dim})}")
-        if options.task_matched and options.mismatch_prob > 0 and len(set(corpus.ex_img.tolist())) < 2:
+        one_image = not (corpus.ex_img != corpus.ex_img[0]).any()
+        if options.task_matched and options.mismatch_prob > 0 and one_image:
             raise ValueError(f"the matching task needs pairs of at least 2 images; {corpus.splits} has 1")
         self.corpus = corpus
         self.tokenizer = tokenizer

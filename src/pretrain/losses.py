@@ -12,12 +12,13 @@ Definitions (``-1`` marks "no target" everywhere):
 
 Two compatibility modes (``--lossCompat``):
 
-- ``original`` reproduces the released code: Obj/Attr are computed on *every* region, masked or
-  not, and Mask_LM also on mismatched pairs (whose sentence belongs to another image).
-- ``corrected`` (the default) predicts classes only for masked regions (weight x feat_mask, same
-  normalizer, so ``1/0.15`` again turns the sum into roughly a mean over masked regions, as for Feat)
-  and drops Mask_LM and QA targets of mismatched pairs (a model cannot be expected to reconstruct a
-  sentence from the wrong image, and the original already drops QA targets there).
+- ``original`` (the default) reproduces the released code: Obj/Attr are computed on *every*
+  region, masked or not, and Mask_LM also on mismatched pairs (whose sentence belongs to another
+  image). The released checkpoints were trained this way.
+- ``corrected`` predicts classes only for masked regions (weight x feat_mask, same normalizer,
+  so ``1/0.15`` again turns the sum into roughly a mean over masked regions, as for Feat) and
+  drops Mask_LM and QA targets of mismatched pairs (their words cannot be grounded in the image
+  they are paired with; the original's data pipeline already drops their QA targets).
 
 Losses with no target in a batch are 0 (the original would give NaN).
 """
@@ -44,7 +45,7 @@ LOSS_NAMES = {"obj": "Obj", "attr": "Attr", "feat": "Feat"}
 class LossOptions:
     """Which losses are on and how they are computed."""
 
-    compat: str = "corrected"
+    compat: str = "original"
     mask_lm: bool = True
     matched: bool = True
     visual_losses: tuple[str, ...] = VISUAL_LOSSES  # empty: no masked-object prediction
@@ -183,9 +184,3 @@ def pretraining_loss(
     total = torch.stack(list(parts.values())).sum()
     return total, {k: v.detach() for k, v in parts.items()}
 
-
-def enabled_loss_names(options: LossOptions) -> list[str]:
-    """Names of the parts ``pretraining_loss`` returns (QA active), in its order."""
-    names = (["Mask_LM"] if options.mask_lm else []) + (["Matched"] if options.matched else [])
-    names += [LOSS_NAMES[k] for k in options.visual_losses]
-    return names + (["QA"] if options.qa else [])

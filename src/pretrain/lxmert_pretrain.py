@@ -26,12 +26,14 @@ from .task import SCHEDULES, PretrainOptions, PretrainTask
 RECIPE = "lxmert_pretrain"
 OPTIONS_FILE = "pretrain_options.json"
 
-recipes.register(RECIPE, TrainConfig(
+# The released run (run/lxmert_pretrain.bash), and the same starting from BERT-base (--bert PATH).
+LXMERT_PRETRAIN = recipes.register(RECIPE, TrainConfig(
     task="lxmert_pretrain", output="snap/pretrain/lxmert",
     train="mscoco_train,mscoco_nominival,vgnococo", valid="mscoco_minival",
     batch_size=256, optim="bert", lr=1e-4, epochs=20, warmup=0.05, clip_norm=1.0, from_scratch=True,
     model=LXRTConfig(llayers=9, xlayers=5, rlayers=5),
 ))
+recipes.register("lxmert_pretrain_bert", LXMERT_PRETRAIN.replace(from_scratch=False))
 
 TASK_FLAGS = {
     "taskMaskLM": "task_mask_lm",
@@ -101,6 +103,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from engine.loop import run  # imported after parsing so that --help stays fast
 
     cfg = cli.config_from_args(args)
+    if cfg.bert and cfg.from_scratch:
+        raise SystemExit(
+            f"error: --bert is ignored when training from scratch (recipe {args.recipe} sets --fromScratch, "
+            "as the released run); use --recipe lxmert_pretrain_bert to start from BERT"
+        )
     try:
         options = options_from_args(args)
     except ValueError as err:

@@ -23,6 +23,7 @@ from engine.batch import Batch
 from engine.config import TrainConfig
 from engine.report import get_logger
 from engine.task import Task
+from features.store import FeatureStore
 from lxrt import (
     VISUAL_LOSSES,
     CheckpointError,
@@ -219,7 +220,7 @@ class PretrainTask(Task):
             self._train_set = data
         return data
 
-    def _check_stores(self, stores: list) -> None:
+    def _check_stores(self, stores: list[FeatureStore]) -> None:
         config = self.model_config
         for store in stores:
             if store.feat_dim != config.visual_feat_dim:

@@ -156,8 +156,13 @@ def drop_missing(
     what: str,
     strict: bool,
     id_key: str,
+    subset: bool = False,
 ) -> list[dict[str, Any]]:
-    """Keep the records whose images are all loaded; log the number dropped (``strict``: raise)."""
+    """Keep the records whose images are all loaded; log the number dropped (``strict``: raise).
+
+    Drops are expected with ``subset`` (tiny/fast feature prefixes) and logged at INFO, otherwise
+    they point at incomplete feature files and are logged as a warning.
+    """
     kept = []
     first_missing: tuple[str, dict[str, Any], Path] | None = None
     for rec, src in zip(records, sources):
@@ -174,7 +179,8 @@ def drop_missing(
                 f"{src}: {id_key} {rec[id_key]!r} needs image {img_id!r}, which is not in the loaded "
                 f"features ({', '.join(features.stores)}); {dropped} of {len(records)} records lack images"
             )
-        log.info(
+        log.log(
+            logging.INFO if subset else logging.WARNING,
             "%s: dropped %d of %d records whose images are not in the loaded features (first: image %r)",
             what, dropped, len(records), img_id,
         )  # fmt: skip
@@ -225,7 +231,8 @@ class TaskDataset(Dataset):
             features = ImageFeatures.open(self.feature_files(self.splits, self.root, topk), dtype=feature_dtype)
         self.features = features
         what = f"{self.task} {self.name}"
-        self.data = drop_missing(records, sources, self.image_keys, features, what, strict, self.id_key)
+        subset = topk is not None
+        self.data = drop_missing(records, sources, self.image_keys, features, what, strict, self.id_key, subset)
 
     @classmethod
     def feature_files(cls, splits: Sequence[str], root: Path, topk: int | None) -> dict[Path, int | None]:

@@ -1,0 +1,153 @@
+"""The easy-VQA demo end to end on a small subset (200 images per split), its files and its pieces."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from demo import run_demo
+from demo.report import curve_rows, pick_examples, read_predictions, score_predictions
+from demo.task import EasyVQADataset, accuracy_by_type, split_stores, type_key
+from tasks.answers import DataFormatError
+
+TYPES = ("color", "shape", "yes/no color", "yes/no shape")
+ANSWERS_PER_TYPE = {"color": 8, "shape": 3, "yes/no color": 2, "yes/no shape": 2}
+
+
+def _demo_args(root: Path) -> list[str]:
+    return [
+        "--data-root", str(root / "data"), "--output", str(root / "out"), "--max-images", "200",
+        "--epochs", "8", "--batchSize", "16", "--lr", "1e-3", "--hidden", "64", "--max-minutes", "0",
+        "--threads", "1", "--no-progress",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("demo")
+    return root, run_demo.main(_demo_args(root))
+
+
+def _chance(records: list[dict]) -> float:
+    """Accuracy of guessing uniformly among the answers of each question's type."""
+    return sum(1 / ANSWERS_PER_TYPE[r["question_type"]] for r in records) / len(records)
+
+
+def test_demo_learns_well_above_chance(demo_run) -> None:
+    root, metrics = demo_run
+    records = json.loads((root / "data" / "easy_vqa" / "test.json").read_text())
+    assert metrics["questions"] == len(records)
+    assert metrics["accuracy"] > _chance(records) + 0.2, metrics
+    assert metrics["per_question_type"]["shape"]["accuracy"] > 0.6  # chance is 1/3
+
+
+def test_demo_files_have_the_documented_formats(demo_run) -> None:
+    root, metrics = demo_run
+    out = root / "out"
+    records = json.loads((root / "data" / "easy_vqa" / "test.json").read_text())
+    rows = json.loads((out / "test_predict.json").read_text())
+    assert isinstance(rows, list) and all(set(r) == {"question_id", "answer"} for r in rows)
+    assert sorted(r["question_id"] for r in rows) == sorted(r["question_id"] for r in records)
+    assert all(isinstance(r["question_id"], int) and isinstance(r["answer"], str) for r in rows)
+
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    for key in ("accuracy", "questions", "per_question_type", "timings_s", "epochs_trained", "config"):
+        assert key in saved, key
+    assert set(saved["per_question_type"]) == set(TYPES)
+    assert sum(v["questions"] for v in saved["per_question_type"].values()) == len(records)
+    assert saved["epochs_trained"] == 8 and saved["timings_s"]["train"] > 0
+
+    for name in ("curves.png", "predictions.png"):
+        with Image.open(out / name) as im:
+            im.load()
+            assert im.format == "PNG" and min(im.size) > 200, name
+    for name in ("BEST.pth", "run.log", "log.log", "history.json"):
+        assert (out / name).is_file(), name
+
+
+def test_rerun_reuses_the_snapshot_and_fresh_settings_retrain(demo_run, tmp_path) -> None:
+    root, first = demo_run
+    best = root / "out" / "BEST.pth"
+    before = best.stat().st_mtime_ns
+    again = run_demo.main(_demo_args(root))
+    assert again["reused_snapshot"] and again["timings_s"]["train"] is None
+    assert best.stat().st_mtime_ns == before
+    assert again["accuracy"] == first["accuracy"]
+
+
+def test_bad_knobs_and_foreign_output_folders_are_refused(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as err:
+        run_demo.main(["--hidden", "50"])
+    assert "multiple of 32" in str(err.value)
+    with pytest.raises(SystemExit):
+        run_demo.main(["--fresh", "--resume"])
+    with pytest.raises(SystemExit) as err:
+        run_demo.main(["--help"])
+    assert err.value.code == 0 and "--max-minutes" in capsys.readouterr().out
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="holds no demo run"):
+        run_demo.clear_run_folder(foreign)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def _records() -> list[dict]:
+    return [
+        {"question_id": 1, "img_id": "test_0", "sent": "what shape?", "label": {"circle": 1.0}, "question_type": "shape"},
+        {"question_id": 2, "img_id": "test_1", "sent": "what color?", "label": {"red": 1.0}, "question_type": "color"},
+        {"question_id": 3, "img_id": "test_1", "sent": "is it red?", "label": {"yes": 1.0},
+         "question_type": "yes/no color"},
+        {"question_id": 4, "img_id": "test_2", "sent": "is it blue?", "label": {"no": 1.0},
+         "question_type": "yes/no color"},
+    ]  # fmt: skip
+
+
+def test_accuracy_per_question_type() -> None:
+    preds = {1: "circle", 2: "blue", 3: "yes", 4: "yes"}
+    acc = accuracy_by_type(preds, _records())
+    assert acc == {"accuracy": 0.5, "accuracy/color": 0.0, "accuracy/shape": 1.0, "accuracy/yes_no_color": 0.5}
+    scored = score_predictions(preds, _records())
+    assert scored["per_question_type"]["yes/no color"] == {"accuracy": 0.5, "questions": 2}
+    assert type_key("yes/no shape") == "yes_no_shape"
+    with pytest.raises(ValueError, match="no prediction"):
+        score_predictions({1: "circle"}, _records())
+
+
+def test_prediction_file_errors_name_the_file_and_entry(tmp_path) -> None:
+    path = tmp_path / "test_predict.json"
+    path.write_text(json.dumps([{"question_id": 1, "answer": "red"}, {"question_id": "2", "answer": "no"}]))
+    with pytest.raises(DataFormatError, match=r"test_predict\.json: entry 1"):
+        read_predictions(path)
+    path.write_text('[{"question_id": 1, "answer": "red"}]')
+    assert read_predictions(path) == {1: "red"}
+
+
+def test_grid_examples_are_on_distinct_images_and_show_mistakes() -> None:
+    preds = {1: "circle", 2: "blue", 3: "yes", 4: "no"}
+    shown = pick_examples(preds, _records(), count=3, seed=1)
+    assert len(shown) == 3 and len({r["img_id"] for r in shown}) == 3
+    assert any(r["question_id"] == 2 for r in shown)  # the one mistake is shown
+
+
+def test_curve_rows_turn_history_into_labelled_epochs() -> None:
+    history = [{"epoch": 0, "train/loss": 2.0, "valid/accuracy": 0.5, "valid/accuracy/color": 0.25,
+                "train/accuracy/color": 0.1, "train/examples_per_s": 300.0}]  # fmt: skip
+    assert curve_rows(history) == [{"epoch": 1.0, "train loss": 2.0, "valid acc": 0.5, "valid acc (color)": 0.25}]
+
+
+def test_dataset_needs_the_manifest_and_a_store_per_split(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        split_stores(tmp_path / "easy_vqa")
+    folder = tmp_path / "easy_vqa"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"stores": {"train": "train_grid.store"}}))
+    with pytest.raises(ValueError, match="no feature store for split 'test'"):
+        EasyVQADataset.feature_files(["test"], tmp_path, None)
+    assert EasyVQADataset.feature_files(["train"], tmp_path, 5) == {folder / "train_grid.store": 5}
+    assert os.fspath(split_stores(folder)["train"]).endswith("train_grid.store")

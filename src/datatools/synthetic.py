@@ -2,7 +2,8 @@
 
 Every image has a dominant colour and shape. Most of its regions show that colour/shape pair (the
 rest show random ones); a region's feature is ``relu(P_colour + P_shape + noise)`` for fixed random
-prototypes, its ``attrs_id`` is the colour index and its ``objects_id`` the shape index. Questions
+prototypes, its ``attrs_id`` is the colour index and its ``objects_id`` the shape index (below 6 and
+5, so small test models with few object/attribute classes can predict them). Questions
 ask about the dominant colour or shape in words of the real BERT vocabulary and are answered with
 the truth; NLVR2 sentences state facts about the left/right/both images; captions describe the
 image. A model that reads both the question and the regions can therefore learn every task.
@@ -223,43 +224,53 @@ class Generator:
 
     # ---- NLVR2 ----------------------------------------------------------------------------------
 
-    def nlvr2_pair(self, kind: int, value: str, label: int) -> tuple[Image, Image]:
-        """Two images for which sentence (kind, value) has truth value ``label``."""
+    @staticmethod
+    def nlvr2_truth(kind: int, value: str, img0: Image, img1: Image) -> int:
         if kind == 0:  # "Both images contain a <colour> object."
-            if label:
-                colors = (value, value)
-            else:
-                first = self.maybe(value, COLORS)
-                colors = (first, self.other(COLORS, value) if first == value else self.maybe(value, COLORS))
-            return self.image("", color=colors[0]), self.image("", color=colors[1])
-        if kind == 1:  # "The left image contains a <colour> object."
-            color = value if label else self.other(COLORS, value)
-            return self.image("", color=color), self.image("")
-        color = value if label else self.other(COLORS, value)  # "The right image contains a <colour> object."
-        return self.image(""), self.image("", color=color)
+            return int(img0.color == value and img1.color == value)
+        if kind == 1:  # "The left image shows a <shape>."
+            return int(img0.shape == value)
+        return int(img1.color == value)  # "The right image contains a <colour> object."
+
+    def nlvr2_pair(self, sentences: Sequence[tuple[int, str]]) -> tuple[Image, Image, list[int]]:
+        """Two images and the truth value of each sentence about them, each label drawn 50/50.
+
+        Images are drawn until the wanted labels hold; a combination that cannot hold (e.g. "both
+        images are red" and "both images are blue") gets its later labels redrawn.
+        """
+        wanted = [int(self.rng.integers(2)) for _ in sentences]
+        for attempt in range(4000):
+            if attempt and attempt % 1000 == 0:
+                wanted = [wanted[0]] + [int(self.rng.integers(2)) for _ in sentences[1:]]
+            img0, img1 = self.image(""), self.image("")
+            labels = [self.nlvr2_truth(k, v, img0, img1) for k, v in sentences]
+            if labels == wanted:
+                return img0, img1, labels
+        return img0, img1, labels  # unreachable for the templates above; keeps whatever was drawn
 
     def nlvr2_split(self, split: str, prefix: str, sets: int) -> tuple[list[dict[str, Any]], list[Image]]:
-        """Each set: 2 sentences, each paired with 2 of the set's 4 image pairs (ids split-set-pair-sentence)."""
+        """Each set: 4 image pairs, each described by the set's 2 sentences (ids split-set-pair-sentence)."""
         records: list[dict[str, Any]] = []
         images: list[Image] = []
         templates = (
             "Both images contain a {} object.",
-            "The left image contains a {} object.",
+            "The left image shows a {}.",
             "The right image contains a {} object.",
         )
         for _ in range(sets):
             set_id = self.unique_number(0, 100000)
-            for sentence in range(2):
+            sentences: list[tuple[int, str]] = []
+            while len(sentences) < 2:
                 kind = int(self.rng.integers(len(templates)))
-                value = COLORS[self.rng.integers(len(COLORS))]
-                for pair in (2 * sentence, 2 * sentence + 1):
-                    label = int(self.rng.integers(2))
-                    base = f"{prefix}-{set_id}-{pair}"
-                    img0, img1 = self.nlvr2_pair(kind, value, label)
-                    images += [
-                        Image(f"{base}-img0", img0.color, img0.shape),
-                        Image(f"{base}-img1", img1.color, img1.shape),
-                    ]
+                values = SHAPES if kind == 1 else COLORS
+                sentence = (kind, values[self.rng.integers(len(values))])
+                if sentence not in sentences:
+                    sentences.append(sentence)
+            for pair in range(4):
+                base = f"{prefix}-{set_id}-{pair}"
+                img0, img1, labels = self.nlvr2_pair(sentences)
+                images += [Image(f"{base}-img0", img0.color, img0.shape), Image(f"{base}-img1", img1.color, img1.shape)]
+                for sentence, ((kind, value), label) in enumerate(zip(sentences, labels)):
                     records.append(
                         {
                             "identifier": f"{base}-{sentence}",

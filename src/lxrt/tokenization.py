@@ -152,11 +152,11 @@ def _wordpiece_tokenizer(vocab: dict[str, int]) -> Tokenizer:
 class LXRTTokenizer:
     """Uncased BERT WordPiece tokenizer producing the original's fixed-length model inputs.
 
-    ASCII sentences without special tokens (nearly all of VQA, GQA and NLVR2) go through the Rust
-    pipeline in one batched call. Other sentences are split into words by ``basic_words`` (the
-    original's rules in Python) and only WordPiece runs in Rust: the Rust normalizer's Unicode tables
-    are older than Python's, it lowercases without the final-sigma rule, mistypes a CJK block bound and
-    has no notion of whole-word special tokens.
+    ASCII sentences without special tokens (nearly all of VQA, GQA and NLVR2) go through the whole
+    Rust pipeline. Other sentences are split into words by ``basic_words`` (the original's rules in
+    Python) and only WordPiece runs in Rust: the Rust normalizer's Unicode tables are older than
+    Python's, it lowercases without the final-sigma rule, mistypes a CJK block bound and has no notion
+    of whole-word special tokens.
     """
 
     def __init__(self, vocab_path: str | Path | None = None, max_length: int = DEFAULT_MAX_LENGTH) -> None:
@@ -229,11 +229,15 @@ class LXRTTokenizer:
                 raise TypeError(f"sentence {i} is {type(s).__name__}, expected str")
             texts.append(s.strip())
         tok = framer if framer is not None else self._full
-        out = tok.encode_batch(texts, add_special_tokens=framer is not None)
-        for i, text in enumerate(texts):
-            if not self._rust_safe(text):
+        out = []
+        # One call per sentence rather than encode_batch: as fast for short sentences, and no Rust
+        # thread pool that forked DataLoader workers would inherit.
+        for text in texts:
+            if self._rust_safe(text):
+                out.append(tok.encode(text, add_special_tokens=framer is not None))
+            else:
                 enc = self._pieces.encode(basic_words(text), is_pretokenized=True, add_special_tokens=False)
-                out[i] = framer.post_process(enc, add_special_tokens=True) if framer is not None else enc
+                out.append(framer.post_process(enc, add_special_tokens=True) if framer is not None else enc)
         return out
 
     def tokenize(self, text: str) -> list[str]:

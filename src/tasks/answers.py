@@ -50,7 +50,10 @@ def load_json(path: str | Path) -> Any:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
-        hint = "; the file looks truncated" if err.pos >= len(err.doc.rstrip()) else ""
+        text = err.doc.strip()
+        closer = {"[": "]", "{": "}"}.get(text[:1])
+        cut = err.pos >= len(err.doc.rstrip()) or (closer is not None and not text.endswith(closer))
+        hint = "; the file looks truncated" if cut else ""
         raise DataFormatError(f"{path}:{err.lineno}:{err.colno}: invalid JSON ({err.msg}){hint}") from None
     except UnicodeDecodeError as err:
         raise DataFormatError(f"{path}: not UTF-8 text ({err})") from None

@@ -97,21 +97,28 @@ def test_bad_knobs_and_foreign_output_folders_are_refused(tmp_path, capsys) -> N
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
+def _record(qid: int, img: str, sent: str, answer: str, qtype: str) -> dict:
+    return {"question_id": qid, "img_id": img, "sent": sent, "label": {answer: 1.0}, "question_type": qtype}
+
+
 def _records() -> list[dict]:
     return [
-        {"question_id": 1, "img_id": "test_0", "sent": "what shape?", "label": {"circle": 1.0}, "question_type": "shape"},
-        {"question_id": 2, "img_id": "test_1", "sent": "what color?", "label": {"red": 1.0}, "question_type": "color"},
-        {"question_id": 3, "img_id": "test_1", "sent": "is it red?", "label": {"yes": 1.0},
-         "question_type": "yes/no color"},
-        {"question_id": 4, "img_id": "test_2", "sent": "is it blue?", "label": {"no": 1.0},
-         "question_type": "yes/no color"},
-    ]  # fmt: skip
+        _record(1, "test_0", "what shape?", "circle", "shape"),
+        _record(2, "test_1", "what color?", "red", "color"),
+        _record(3, "test_1", "is it red?", "yes", "yes/no color"),
+        _record(4, "test_2", "is it blue?", "no", "yes/no color"),
+    ]
 
 
 def test_accuracy_per_question_type() -> None:
     preds = {1: "circle", 2: "blue", 3: "yes", 4: "yes"}
     acc = accuracy_by_type(preds, _records())
-    assert acc == {"accuracy": 0.5, "accuracy/color": 0.0, "accuracy/shape": 1.0, "accuracy/yes_no_color": 0.5}
+    assert acc == {
+        "accuracy": 0.5,
+        "accuracy/color": 0.0,
+        "accuracy/shape": 1.0,
+        "accuracy/yes_no_color": 0.5,
+    }
     scored = score_predictions(preds, _records())
     assert scored["per_question_type"]["yes/no color"] == {"accuracy": 0.5, "questions": 2}
     assert type_key("yes/no shape") == "yes_no_shape"
@@ -138,7 +145,9 @@ def test_grid_examples_are_on_distinct_images_and_show_mistakes() -> None:
 def test_curve_rows_turn_history_into_labelled_epochs() -> None:
     history = [{"epoch": 0, "train/loss": 2.0, "valid/accuracy": 0.5, "valid/accuracy/color": 0.25,
                 "train/accuracy/color": 0.1, "train/examples_per_s": 300.0}]  # fmt: skip
-    assert curve_rows(history) == [{"epoch": 1.0, "train loss": 2.0, "valid acc": 0.5, "valid acc (color)": 0.25}]
+    assert curve_rows(history) == [
+        {"epoch": 1.0, "train loss": 2.0, "valid acc": 0.5, "valid acc (color)": 0.25}
+    ]
 
 
 def test_dataset_needs_the_manifest_and_a_store_per_split(tmp_path) -> None:

@@ -156,3 +156,23 @@ def test_bad_options_are_refused():
         LossOptions(compat="newest")
     with pytest.raises(ValueError, match="unknown visual losses"):
         LossOptions(visual_losses=("obj", "depth"))
+
+
+@pytest.mark.parametrize("matched", [None, torch.tensor([1, 0, 1])])
+def test_lm_loss_on_selected_positions_equals_full_scoring(matched):
+    """The model scores only labelled tokens (``lm_positions``); the loss is unchanged."""
+    from lxrt import LXMERTForPretraining, LXRTConfig
+    from pretrain.losses import labels_positions, mask_lm_loss
+
+    torch.manual_seed(0)
+    model = LXMERTForPretraining(LXRTConfig.tiny()).eval()
+    ids = torch.randint(1000, 2000, (3, 8))
+    labels = torch.full((3, 8), -1)
+    labels[0, 2], labels[1, 3], labels[1, 5], labels[2, 1] = 5, 6, 7, 8
+    feats, boxes = torch.randn(3, 4, 64), torch.rand(3, 4, 4)
+    with torch.no_grad():
+        full = model(ids, feats, boxes)
+        some = model(ids, feats, boxes, lm_positions=labels_positions(labels))
+    assert some.lang_logits.shape == (4, 30522)
+    torch.testing.assert_close(mask_lm_loss(some.lang_logits, labels, matched),
+                               mask_lm_loss(full.lang_logits, labels, matched))

@@ -35,9 +35,15 @@ def read_predictions(path: str | os.PathLike) -> dict[int, str]:
         raise DataFormatError(f"{path}: expected a JSON list of {{question_id, answer}} objects")
     out: dict[int, str] = {}
     for i, row in enumerate(rows):
-        ok = isinstance(row, dict) and isinstance(row.get("question_id"), int) and isinstance(row.get("answer"), str)
+        ok = (
+            isinstance(row, dict)
+            and isinstance(row.get("question_id"), int)
+            and isinstance(row.get("answer"), str)
+        )
         if not ok:
-            raise DataFormatError(f"{path}: entry {i} is {row!r:.80}, expected {{'question_id': int, 'answer': str}}")
+            raise DataFormatError(
+                f"{path}: entry {i} is {row!r:.80}, expected {{'question_id': int, 'answer': str}}"
+            )
         out[row["question_id"]] = row["answer"]
     return out
 
@@ -46,11 +52,14 @@ def score_predictions(predictions: Mapping[int, str], records: Sequence[Mapping[
     """Overall and per-question-type accuracy with question counts; every record must be predicted."""
     missing = [r["question_id"] for r in records if r["question_id"] not in predictions]
     if missing:
-        raise ValueError(f"{len(missing)} of {len(records)} questions have no prediction (first: {missing[0]})")
+        raise ValueError(
+            f"{len(missing)} of {len(records)} questions have no prediction (first: {missing[0]})"
+        )
     acc = accuracy_by_type(predictions, records)
     counts = Counter(r["question_type"] for r in records)
     per_type = {
-        qtype: {"accuracy": acc[f"accuracy/{type_key(qtype)}"], "questions": n} for qtype, n in sorted(counts.items())
+        qtype: {"accuracy": acc[f"accuracy/{type_key(qtype)}"], "questions": n}
+        for qtype, n in sorted(counts.items())
     }
     return {"accuracy": acc["accuracy"], "questions": len(records), "per_question_type": per_type}
 
@@ -82,7 +91,10 @@ def curve_rows(history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
 
 
 def pick_examples(
-    predictions: Mapping[int, str], records: Sequence[Mapping[str, Any]], count: int = GRID_SIZE, seed: int = 0
+    predictions: Mapping[int, str],
+    records: Sequence[Mapping[str, Any]],
+    count: int = GRID_SIZE,
+    seed: int = 0,
 ) -> list[Mapping[str, Any]]:
     """``count`` test questions on distinct images, spread evenly over the question types.
 
@@ -90,7 +102,9 @@ def pick_examples(
     what the model gets wrong. Seeded, so reruns show the same questions.
     """
     rng = random.Random(seed)
-    wrong = [r for r in records if float(r.get("label", {}).get(predictions.get(r["question_id"], ""), 0)) <= 0]
+    wrong = [
+        r for r in records if float(r.get("label", {}).get(predictions.get(r["question_id"], ""), 0)) <= 0
+    ]
     chosen = rng.sample(wrong, min(MAX_WRONG_SHOWN, len(wrong), count))
     images = {r["img_id"] for r in chosen}
     by_type: dict[str, list[Mapping[str, Any]]] = defaultdict(list)

@@ -35,7 +35,16 @@ STATE_FILE = "demo_state.json"
 RUN_MARKERS = (STATE_FILE, "config.json", "run.log")  # files that only a run folder holds
 TEST_SPLIT = "test"
 # Fields that change where or how visibly a run happens, not what it learns.
-VOLATILE_FIELDS = ("output", "test", "resume", "progress", "num_workers", "eval_batch_size", "log_every", "load")
+VOLATILE_FIELDS = (
+    "output",
+    "test",
+    "resume",
+    "progress",
+    "num_workers",
+    "eval_batch_size",
+    "log_every",
+    "load",
+)
 EVAL_SPEEDUP = 3.0  # a forward pass costs about a third of a training step
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -71,24 +80,40 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
-    p.add_argument("--batchSize", dest="batch_size", type=int, help="training batch size (default: the recipe's)")
+    p.add_argument(
+        "--batchSize", dest="batch_size", type=int, help="training batch size (default: the recipe's)"
+    )
     p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
-    p.add_argument("--hidden", type=int, help="hidden size, a multiple of 32 (heads of 32, FFN 2x); default: recipe")
+    p.add_argument(
+        "--hidden", type=int, help="hidden size, a multiple of 32 (heads of 32, FFN 2x); default: recipe"
+    )
     p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
     p.add_argument(
         "--max-minutes", dest="max_minutes", type=float, default=10.0,
-        help="time budget for training: a short speed measurement decides how many of the epochs fit (0: no limit)",
+        help="time budget for training: a short speed measurement decides how many epochs fit (0: no limit)",
     )  # fmt: skip
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0: load in the main process)")
+    p.add_argument(
+        "--workers", type=int, default=0, help="DataLoader worker processes (0: load in the main process)"
+    )
     p.add_argument(
         "--threads", type=int, default=0,
         help="torch threads (0: measure one thread and one per core and keep the faster)",
     )  # fmt: skip
-    p.add_argument("--output", default="snap/demo", help="run folder for the snapshot, logs, predictions and plots")
-    p.add_argument("--data-root", dest="data_root", default="data", help="the features and JSON go to <root>/easy_vqa")
-    p.add_argument("--max-images", dest="max_images", type=int, help="use only the first N images of each split")
-    p.add_argument("--fresh", action="store_true", help="re-extract the features and retrain, deleting the old run")
-    p.add_argument("--resume", action="store_true", help="continue a killed training from its last epoch checkpoint")
+    p.add_argument(
+        "--output", default="snap/demo", help="run folder for the snapshot, logs, predictions and plots"
+    )
+    p.add_argument(
+        "--data-root", dest="data_root", default="data", help="the features and JSON go to <root>/easy_vqa"
+    )
+    p.add_argument(
+        "--max-images", dest="max_images", type=int, help="use only the first N images of each split"
+    )
+    p.add_argument(
+        "--fresh", action="store_true", help="re-extract the features and retrain, deleting the old run"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue a killed training from its last epoch checkpoint"
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
 
@@ -100,7 +125,10 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoConfig:
         (demo.epochs is None or demo.epochs >= 1, "--epochs must be >= 1"),
         (demo.batch_size is None or demo.batch_size >= 1, "--batchSize must be >= 1"),
         (demo.lr is None or demo.lr > 0, "--lr must be > 0"),
-        (demo.hidden is None or (demo.hidden >= 32 and demo.hidden % 32 == 0), "--hidden must be a multiple of 32"),
+        (
+            demo.hidden is None or (demo.hidden >= 32 and demo.hidden % 32 == 0),
+            "--hidden must be a multiple of 32",
+        ),
         (demo.max_minutes >= 0, "--max-minutes must be >= 0"),
         (demo.workers >= 0 and demo.threads >= 0, "--workers and --threads must be >= 0"),
         (demo.max_images is None or demo.max_images >= 10, "--max-images must be >= 10"),
@@ -227,7 +255,9 @@ def measure_speed(cfg: TrainConfig, steps: int = 8, warmup: int = 2) -> float:
     dataset = task.dataset(cfg.train, train=True)
     collate = task.collator(dataset)
     model = task.build_model()
-    optimizer, scheduler = build_optimizer(model, cfg.optim, cfg.lr, steps + warmup, cfg.warmup, cfg.weight_decay)
+    optimizer, scheduler = build_optimizer(
+        model, cfg.optim, cfg.lr, steps + warmup, cfg.warmup, cfg.weight_decay
+    )
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     model.train()
     start, seen = time.perf_counter(), 0
@@ -255,11 +285,14 @@ def plan_epochs(cfg: TrainConfig, data: EasyVQAData, max_minutes: float, rate: f
     valid_n = data.counts.get("minival", {}).get("questions") or len(data.load("minival"))
     epoch_s = train_n / rate + valid_n / (rate * EVAL_SPEEDUP)
     fit = int(max_minutes * 60 // epoch_s)
-    log.info(f"about {epoch_s:.0f} s per epoch at {rate:.0f} examples/s: {fit} epoch(s) fit in {max_minutes:g} min")
+    log.info(
+        f"about {epoch_s:.0f} s per epoch at {rate:.0f} examples/s: {fit} epoch(s) fit in {max_minutes:g} min"
+    )
     if fit < cfg.epochs:
         log.warning(
-            f"training {max(fit, 1)} instead of {cfg.epochs} epochs to stay within --max-minutes {max_minutes:g} "
-            "(this machine is slower or busier than the recipe assumes; expect a lower accuracy)"
+            f"training {max(fit, 1)} instead of {cfg.epochs} epochs to stay within "
+            f"--max-minutes {max_minutes:g} (this machine is slower or busier than the recipe assumes; "
+            "expect a lower accuracy)"
         )
         return max(fit, 1)
     return cfg.epochs
@@ -276,7 +309,10 @@ def train(cfg: TrainConfig, data: EasyVQAData, demo: DemoConfig, key: dict[str, 
     out = Path(cfg.output)
     state = read_state(out)
     resume = bool(
-        demo.resume and state.get("key") == key and not state.get("complete") and (out / RESUME_FILE).is_file()
+        demo.resume
+        and state.get("key") == key
+        and not state.get("complete")
+        and (out / RESUME_FILE).is_file()
     )
     if demo.resume and not resume:
         log.warning(f"--resume: no unfinished run with these settings in {out}; training from the start")
@@ -314,7 +350,8 @@ def evaluate(cfg: TrainConfig) -> None:
 
 
 def summary(metrics: dict[str, Any], out: Path) -> str:
-    lines = [f"easy-VQA {metrics['split']}: accuracy {metrics['accuracy'] * 100:.2f}% on {metrics['questions']} questions"]
+    head = f"easy-VQA {metrics['split']}: accuracy {metrics['accuracy'] * 100:.2f}%"
+    lines = [f"{head} on {metrics['questions']} questions"]
     for qtype, m in metrics["per_question_type"].items():
         lines.append(f"  {qtype:<13} {m['accuracy'] * 100:6.2f}%  ({m['questions']} questions)")
     t = metrics["timings_s"]
@@ -322,7 +359,9 @@ def summary(metrics: dict[str, Any], out: Path) -> str:
     lines.append(f"time: {stages}")
     if "train_examples_per_s" in metrics:
         lines.append(f"training speed: {metrics['train_examples_per_s']:.0f} examples/s")
-    lines.append(f"files: {out}/ (metrics.json, curves.png, predictions.png, test_predict.json, BEST.pth, run.log)")
+    lines.append(
+        f"files: {out}/ (metrics.json, curves.png, predictions.png, test_predict.json, BEST.pth, run.log)"
+    )
     return "\n".join(lines)
 
 

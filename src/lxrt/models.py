@@ -51,7 +51,7 @@ class LXRTEncoder(nn.Module):
 class PretrainingOutput:
     """Scores of every pretraining head; a head that is switched off gives None."""
 
-    lang_logits: Tensor | None  # (B, L, vocab)
+    lang_logits: Tensor | None  # (B, L, vocab), or (K, vocab) for K selected positions
     match_logits: Tensor  # (B, 2); index 1 = matched
     visual_logits: dict[str, Tensor]  # name -> (B, N, out_dim)
     answer_logits: Tensor | None  # (B, num_qa_labels)
@@ -88,9 +88,14 @@ class LXMERTForPretraining(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         visual_mask: Tensor | None = None,
+        lm_positions: Tensor | None = None,
     ) -> PretrainingOutput:
+        """``lm_positions`` (B, L) bool: score only those tokens with the LM head, giving
+        ``lang_logits`` of shape (K, vocab) for the K selected tokens in row-major order (the
+        vocabulary projection is the largest single matmul of a pretraining step)."""
         out = self.bert(input_ids, feats, boxes, attention_mask, token_type_ids, visual_mask)
-        lang_logits = self.cls.predictions(out.lang) if self.task_mask_lm else None
+        lang = out.lang if lm_positions is None else out.lang[lm_positions]
+        lang_logits = self.cls.predictions(lang) if self.task_mask_lm else None
         return PretrainingOutput(
             lang_logits=lang_logits,
             match_logits=self.cls.seq_relationship(out.pooled),

@@ -63,8 +63,7 @@ class LossOptions:
 def _mean_ce(logits: Tensor, labels: Tensor) -> Tensor:
     """Cross-entropy averaged over rows whose label is not ``IGNORE``; 0 (with a graph) if none.
 
-    Rows without a label are dropped before the softmax: for the LM head that skips ~85 % of the
-    (tokens x vocabulary) work.
+    Rows without a label are dropped before the softmax.
     """
     keep = labels != IGNORE
     if not bool(keep.any()):
@@ -73,10 +72,25 @@ def _mean_ce(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def mask_lm_loss(logits: Tensor, labels: Tensor, is_matched: Tensor | None = None) -> Tensor:
-    """Masked-LM loss; with ``is_matched`` given, mismatched pairs' labels are ignored."""
+    """Masked-LM loss; with ``is_matched`` given, mismatched pairs' labels are ignored.
+
+    ``logits`` are (B, L, vocab) for every token, or (K, vocab) for the K tokens where ``labels``
+    (B, L) is not ``IGNORE``, in row-major order (the model's ``lm_positions``).
+    """
+    if logits.dim() == 2:
+        positions = labels_positions(labels)
+        selected = labels[positions]
+        if is_matched is not None:
+            selected = selected.masked_fill(is_matched.view(-1, 1).expand_as(labels)[positions] == 0, IGNORE)
+        return _mean_ce(logits, selected)
     if is_matched is not None:
         labels = labels.masked_fill(is_matched.view(-1, 1) == 0, IGNORE)
     return _mean_ce(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+
+def labels_positions(labels: Tensor) -> Tensor:
+    """Tokens that carry a masked-LM label (what the model scores with ``lm_positions``)."""
+    return labels != IGNORE
 
 
 def matched_loss(logits: Tensor, is_matched: Tensor) -> Tensor:

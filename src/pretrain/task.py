@@ -40,7 +40,7 @@ from lxrt.tokenization import LXRTTokenizer
 from tasks.answers import PretrainAnswerTable, convert_ans
 
 from .data import ExampleOptions, PretrainDataset, collate, image_limit, load_corpus
-from .losses import LOSS_COMPAT, LossOptions, pretraining_loss
+from .losses import LOSS_COMPAT, LossOptions, labels_positions, pretraining_loss
 
 SCHEDULES = ("single", "paper")
 SHIPPED_ANSWERS = Path(__file__).resolve().parents[2] / "data" / "lxmert" / "all_ans.json"
@@ -247,6 +247,19 @@ class PretrainTask(Task):
         )
 
     # ----------------------------------------------------------------------------- loss and metrics
+    def forward(self, model: nn.Module, batch: Batch) -> PretrainingOutput:
+        """The model on a batch, scoring only the masked tokens with the LM head."""
+        labels = batch.targets.get("lm_labels")
+        return model(
+            input_ids=batch.input_ids,
+            feats=batch.feats,
+            boxes=batch.boxes,
+            attention_mask=batch.attention_mask,
+            token_type_ids=batch.token_type_ids,
+            visual_mask=batch.visual_mask,
+            lm_positions=None if labels is None or not self.options.task_mask_lm else labels_positions(labels),
+        )
+
     def loss(self, output: PretrainingOutput, batch: Batch) -> tuple[Tensor, Mapping[str, Tensor]]:
         qa_active = self.options.qa_active(self.epoch)
         return pretraining_loss(output, batch.targets, self.loss_options, batch.visual_mask, qa_active)

@@ -35,6 +35,7 @@ import urllib3.exceptions
 from tqdm import tqdm
 
 from datatools import sources as manifest
+from lxrt.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +71,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj)))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

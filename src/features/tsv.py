@@ -12,12 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from lxrt.fileio import atomic_write
 
 FIELDNAMES: tuple[str, ...] = (
     "img_id",
@@ -188,19 +189,14 @@ def format_record(record: RegionRecord) -> bytes:
 
 def write_tsv(path: str | os.PathLike, records: Iterable[RegionRecord]) -> int:
     """Write records in the original format, atomically; returns the number of lines written."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     count = 0
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the TSV is a shared data file
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        nonlocal count
+        with open(tmp, "wb") as f:
             for record in records:
                 f.write(format_record(record))
                 count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
     return count

@@ -15,10 +15,10 @@ from datatools.synthetic import SyntheticConfig, generate
 from features.store import open_store
 from lxrt.tokenization import LXRTTokenizer
 from tasks.answers import AnswerTable, DataFormatError, PretrainAnswerTable, convert_ans, load_json
-from tasks.data_common import ImageFeatures, MissingFeaturesError, parse_splits, subset_topk
+from tasks.data_common import ImageFeatures, MissingFeaturesError, QACollator, parse_splits, subset_topk
 from tasks.gqa_data import GQADataset, gqa_feature_files
 from tasks.nlvr2_data import NLVR2Dataset, nlvr2_feature_files
-from tasks.vqa_data import VQACollator, VQADataset, vqa_feature_files
+from tasks.vqa_data import VQADataset, vqa_feature_files
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 SMALL = SyntheticConfig(
@@ -194,7 +194,7 @@ def test_vqa_minival_subset_and_test_split(root: Path, tok: LXRTTokenizer) -> No
     assert batch.targets == {}
     features = ImageFeatures({**minival.features.stores, **test.features.stores})
     with pytest.raises(ValueError, match="mixes"):
-        VQACollator(tok, features, minival.answers)([minival[0], test[0]])
+        QACollator(tok, features, minival.answers)([minival[0], test[0]])
 
 
 def test_vqa_unknown_answer_is_an_error(root: Path, tmp_path: Path) -> None:

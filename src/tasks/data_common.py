@@ -308,3 +308,38 @@ class QACollator:
             targets=self.targets(examples),
             ids=[e["question_id"] for e in examples],
         )
+
+
+class QADataset(TaskDataset):
+    """VQA / GQA questions with an answer table; ``skip_unknown_answers`` is GQA's leniency."""
+
+    skip_unknown_answers: bool = False
+
+    def __init__(
+        self,
+        splits: str | Sequence[str],
+        root: str | Path = "data",
+        topk: int | None = None,
+        strict: bool = False,
+        answers: AnswerTable | None = None,
+        features: ImageFeatures | None = None,
+        feature_dtype: str = "float16",
+    ) -> None:
+        self.answers = answers if answers is not None else AnswerTable.for_task(self.task, root)
+        super().__init__(splits, root, topk, strict, features, feature_dtype)
+
+    @property
+    def num_answers(self) -> int:
+        return self.answers.num_answers
+
+    def collator(
+        self,
+        tokenizer: LXRTTokenizer,
+        max_length: int = 20,
+        num_boxes: int | None = None,
+        feat_dtype: Any = np.float32,
+    ) -> QACollator:
+        return QACollator(
+            tokenizer, self.features, self.answers, max_length, num_boxes, feat_dtype,
+            skip_unknown=self.skip_unknown_answers,
+        )

@@ -8,15 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-
-from tasks.answers import AnswerTable
-from tasks.data_common import ImageFeatures, QACollator, TaskDataset, check_label, merge_topk, require
-
-if TYPE_CHECKING:
-    from lxrt.tokenization import LXRTTokenizer
+from tasks.data_common import QADataset, check_label, merge_topk, require
 
 FEATURE_DIR = "vg_gqa_imgfeat"
 TESTDEV_SPLITS = ("testdev", "testdev_all")
@@ -40,26 +34,14 @@ def gqa_feature_files(splits: Sequence[str], root: Path, topk: int | None) -> di
     return files
 
 
-class GQADataset(TaskDataset):
+class GQADataset(QADataset):
     """GQA questions whose image is in the loaded features. Answers outside the table are skipped
     (their target row stays zero), as in the original."""
 
     task = "gqa"
+    skip_unknown_answers = True
     id_key = "question_id"
     image_keys = ("img_id",)
-
-    def __init__(
-        self,
-        splits: str | Sequence[str],
-        root: str | Path = "data",
-        topk: int | None = None,
-        strict: bool = False,
-        answers: AnswerTable | None = None,
-        features: ImageFeatures | None = None,
-        feature_dtype: str = "float16",
-    ) -> None:
-        self.answers = answers if answers is not None else AnswerTable.for_task("gqa", root)
-        super().__init__(splits, root, topk, strict, features, feature_dtype)
 
     @classmethod
     def feature_files(cls, splits: Sequence[str], root: Path, topk: int | None) -> dict[Path, int | None]:
@@ -72,31 +54,3 @@ class GQADataset(TaskDataset):
         require(rec, "sent", str, path, index)
         if "label" in rec:
             check_label(rec["label"], path, index, qid)
-
-    @property
-    def num_answers(self) -> int:
-        return self.answers.num_answers
-
-    def collator(
-        self,
-        tokenizer: LXRTTokenizer,
-        max_length: int = 20,
-        num_boxes: int | None = None,
-        feat_dtype: Any = np.float32,
-    ) -> GQACollator:
-        return GQACollator(tokenizer, self.features, self.answers, max_length, num_boxes, feat_dtype)
-
-
-class GQACollator(QACollator):
-    """GQA batches: ids are the string question ids, targets ``{"target": (B, 1842)}``."""
-
-    def __init__(
-        self,
-        tokenizer: LXRTTokenizer,
-        features: ImageFeatures,
-        answers: AnswerTable,
-        max_length: int = 20,
-        num_boxes: int | None = None,
-        feat_dtype: Any = np.float32,
-    ) -> None:
-        super().__init__(tokenizer, features, answers, max_length, num_boxes, feat_dtype, skip_unknown=True)

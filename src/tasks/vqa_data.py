@@ -8,23 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-
-from tasks.answers import AnswerTable, DataFormatError
+from tasks.answers import DataFormatError
 from tasks.data_common import (
     MINIVAL_IMG_NUM,
-    ImageFeatures,
-    QACollator,
-    TaskDataset,
+    QADataset,
     check_label,
     merge_topk,
     require,
 )
-
-if TYPE_CHECKING:
-    from lxrt.tokenization import LXRTTokenizer
 
 FEATURE_DIR = "mscoco_imgfeat"
 # Split -> COCO image set whose ``<set>_obj36.tsv`` holds its images.
@@ -49,7 +42,7 @@ def vqa_feature_files(splits: Sequence[str], root: Path, topk: int | None) -> di
     return files
 
 
-class VQADataset(TaskDataset):
+class VQADataset(QADataset):
     """VQA questions whose image is in the loaded COCO features.
 
     Every answer of a training label must be in the answer table (an error names the question,
@@ -59,19 +52,6 @@ class VQADataset(TaskDataset):
     task = "vqa"
     id_key = "question_id"
     image_keys = ("img_id",)
-
-    def __init__(
-        self,
-        splits: str | Sequence[str],
-        root: str | Path = "data",
-        topk: int | None = None,
-        strict: bool = False,
-        answers: AnswerTable | None = None,
-        features: ImageFeatures | None = None,
-        feature_dtype: str = "float16",
-    ) -> None:
-        self.answers = answers if answers is not None else AnswerTable.for_task("vqa", root)
-        super().__init__(splits, root, topk, strict, features, feature_dtype)
 
     @classmethod
     def feature_files(cls, splits: Sequence[str], root: Path, topk: int | None) -> dict[Path, int | None]:
@@ -87,31 +67,3 @@ class VQADataset(TaskDataset):
                     raise DataFormatError(
                         f"{path}: question_id {qid} has answer {ans!r}, which is not in {self.answers.source}"
                     )
-
-    @property
-    def num_answers(self) -> int:
-        return self.answers.num_answers
-
-    def collator(
-        self,
-        tokenizer: LXRTTokenizer,
-        max_length: int = 20,
-        num_boxes: int | None = None,
-        feat_dtype: Any = np.float32,
-    ) -> VQACollator:
-        return VQACollator(tokenizer, self.features, self.answers, max_length, num_boxes, feat_dtype)
-
-
-class VQACollator(QACollator):
-    """VQA batches: ids are the int question ids, targets ``{"target": (B, 3129)}`` soft scores."""
-
-    def __init__(
-        self,
-        tokenizer: LXRTTokenizer,
-        features: ImageFeatures,
-        answers: AnswerTable,
-        max_length: int = 20,
-        num_boxes: int | None = None,
-        feat_dtype: Any = np.float32,
-    ) -> None:
-        super().__init__(tokenizer, features, answers, max_length, num_boxes, feat_dtype, skip_unknown=False)

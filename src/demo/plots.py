@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 RIGHT, WRONG = "#1a7f37", "#cf222e"
@@ -73,6 +74,7 @@ def plot_learning_curves(history: Sequence[Mapping[str, Any]], path: str | os.Pa
             if name.startswith("accuracy"):
                 ax.annotate(f"{values[-1]:.1f}", (xs[-1], values[-1]), textcoords="offset points", xytext=(4, 4))
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend()

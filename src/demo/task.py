@@ -128,7 +128,7 @@ def demo_model(
     llayers: int = 2,
     xlayers: int = 2,
     rlayers: int = 1,
-    dropout: float = 0.1,
+    dropout: float = 0.0,
     feat_dim: int = 268,
 ) -> LXRTConfig:
     """A small LXMERT for easy-VQA: head size 32, FFN twice the width, short positions."""
@@ -148,8 +148,12 @@ def demo_model(
     )
 
 
+# Tuned on minival: without dropout and at this learning rate the yes/no colour questions (half of
+# the data; the word "not" alone answers 88% of them) are solved within 3-4 epochs; with dropout
+# 0.1 or a learning rate of 1e-3 they stay at that prior for several epochs. The longest question
+# is 13 wordpieces with [CLS] and [SEP].
 DEMO_RECIPE = recipes.register("easy_vqa_demo", TrainConfig(
-    task=TASK, train="train", valid="minival", test="test", from_scratch=True, max_seq_length=16,
-    batch_size=64, optim="adamw", lr=1e-3, warmup=0.05, weight_decay=0.01, clip_norm=1.0, epochs=6,
+    task=TASK, train="train", valid="minival", test="test", from_scratch=True, max_seq_length=14,
+    batch_size=64, optim="adamw", lr=6e-4, warmup=0.05, weight_decay=0.01, clip_norm=1.0, epochs=4,
     model=demo_model(),
 ))  # fmt: skip

@@ -45,8 +45,9 @@ def run_script(root: Path, script: str, *args: str, check: bool = True, env: dic
 def root(tmp_path_factory) -> Path:
     """A working folder with data/ (generated, original layout) and snap/pretrained/model_LXRT.pth."""
     root = tmp_path_factory.mktemp("e2e")
-    generate(root / "data", SyntheticConfig(seed=1, dominant_fraction=0.9, noise=0.3, coco_train_images=160,
-                                             vg_images=200, nlvr2_train_sets=120),
+    generate(root / "data", SyntheticConfig(seed=1, dominant_fraction=0.9, noise=0.3, coco_train_images=300,
+                                             coco_val_images=80, minival_images=40, vg_images=200,
+                                             nlvr2_train_sets=60),
              progress=False)
     for name, cfg in (("model.json", MODEL), ("nodrop.json", NO_DROPOUT)):
         (root / name).write_text(json.dumps(cfg.to_dict()))
@@ -81,7 +82,7 @@ def test_vqa_finetune_learns_and_writes_original_files(root: Path):
         assert (run / name).is_file(), name
     best = max(r["valid/accuracy"] for r in _history(run))
     chance = _majority(root / "data/vqa/minival.json")
-    assert best > chance + 0.15, (best, chance)
+    assert best > chance + 0.1, (best, chance)
     log = (run / "log.log").read_text().splitlines()
     assert log[0].startswith("Epoch 0: Train ") and log[1].startswith("Epoch 0: Valid ")
     keys = set(read_state_dict(run / "BEST.pth"))
@@ -212,8 +213,8 @@ def test_two_processes_match_one_process(root: Path, mode: str):
 
 
 def test_killed_run_resumes_with_identical_losses(root: Path):
-    common = ["--model-config", "model.json", "--batchSize", "8", "--epochs", "2", "--lr", "1e-3",
-              "--save-every", "5"]
+    common = ["--model-config", "model.json", "--batchSize", "8", "--epochs", "1", "--max-steps", "30",
+              "--lr", "1e-3", "--save-every", "5"]
     run_script(root, "vqa_finetune.bash", "0", "straight", *common)
     reference = _steps(root / "snap/vqa/straight")
     run = root / "snap/vqa/killed"

@@ -4,6 +4,12 @@ The data is what :func:`demo.easy_vqa_data.prepare_easy_vqa` writes under ``<dat
 ``{train,minival,test}.json`` in the VQA record format, the 13-answer tables and one feature store
 per image split, named in ``manifest.json``. Scores are the VQA accuracy overall and per
 ``question_type`` (color, shape, yes/no color, yes/no shape).
+
+Region features are standardized per dimension with the statistics of the training images before
+they reach the model. The hand-made region features are far from centred (most of a region's
+pixels are the near-white background), so the few dimensions that tell colours apart are a tiny
+part of each vector; standardized, a model trained from scratch reads colour within the first
+epoch instead of after several (Faster R-CNN features, which the original feeds raw, do not need it).
 """
 
 from __future__ import annotations
@@ -11,17 +17,20 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 from engine import recipes
+from engine.batch import Batch
 from engine.config import TrainConfig
 from lxrt import LXRTConfig
 from tasks.answers import DataFormatError, convert_ans
-from tasks.data_common import TaskDataset
+from tasks.data_common import ImageFeatures, TaskDataset
 from tasks.finetune import load_initial_weights
 from tasks.metrics import soft_score_accuracy
 from tasks.qa_task import QATask, pretrain_answers
@@ -30,6 +39,8 @@ from tasks.vqa_data import VQADataset
 
 TASK = "easy_vqa"
 MANIFEST = "manifest.json"
+STATS_SPLIT = "train"
+MIN_STD = 1e-2  # dimensions (nearly) constant over the training images are only centred
 
 
 def type_key(question_type: str) -> str:
@@ -96,12 +107,62 @@ class EasyVQADataset(VQADataset):
             raise DataFormatError(f"{path}: record {index} has no string 'question_type' field")
 
 
+def feature_stats(
+    features: ImageFeatures, img_ids: Sequence[str], chunk: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation (float32, floored at ``MIN_STD``) of every region
+    of ``img_ids``, accumulated in float64 over chunks of images."""
+    ids = sorted(set(img_ids))
+    if not ids:
+        raise ValueError("no images to compute feature statistics from")
+    total = np.zeros(features.feat_dim)
+    squares = np.zeros(features.feat_dim)
+    count = 0
+    for start in range(0, len(ids), chunk):
+        feats, _, mask = features.gather(ids[start : start + chunk], dtype=np.float64)
+        rows = feats.reshape(-1, feats.shape[-1]) if mask is None else feats[mask.astype(bool)]
+        total += rows.sum(0)
+        squares += (rows * rows).sum(0)
+        count += len(rows)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    return mean.astype(np.float32), np.maximum(std, MIN_STD).astype(np.float32)
+
+
+class StandardizingCollator:
+    """A collator whose batches carry ``(feats - mean) / std`` (float32) instead of raw features."""
+
+    def __init__(self, inner: Callable[[list[Any]], Batch], mean: np.ndarray, std: np.ndarray) -> None:
+        self.inner = inner
+        self.mean = torch.from_numpy(np.asarray(mean, dtype=np.float32))
+        self.std = torch.from_numpy(np.asarray(std, dtype=np.float32))
+
+    def __call__(self, examples: list[Any]) -> Batch:
+        batch = self.inner(examples)
+        batch.feats = (batch.feats.float() - self.mean) / self.std
+        if batch.visual_mask is not None:  # padded regions stay zero
+            batch.feats *= batch.visual_mask.unsqueeze(-1).to(batch.feats.dtype)
+        return batch
+
+
 class EasyVQATask(QATask):
     """VQA's classifier over easy-VQA's 13 answers; accuracy overall and per question type."""
 
     name = TASK
     dataset_class = EasyVQADataset
     eval_batch_size = 512
+
+    _stats: tuple[np.ndarray, np.ndarray] | None = None
+
+    def feature_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std of the region features of the training split's images (computed once)."""
+        if self._stats is None:
+            train = self.dataset(STATS_SPLIT, train=False)
+            self._stats = feature_stats(train.features, [rec["img_id"] for rec in train.data])
+        return self._stats
+
+    def collator(self, dataset: TaskDataset) -> Callable[[list[Any]], Batch]:
+        return StandardizingCollator(super().collator(dataset), *self.feature_stats())
 
     def load_pretrained(self, model: nn.Module) -> None:
         # The 9500-answer pretraining table is only read when a pretrained QA head is loaded.
@@ -131,12 +192,16 @@ def demo_model(
     dropout: float = 0.0,
     feat_dim: int = 268,
 ) -> LXRTConfig:
-    """A small LXMERT for easy-VQA: head size 32, FFN twice the width, short positions."""
+    """A small LXMERT for easy-VQA: heads of 16 dimensions, FFN twice the width, short positions.
+
+    Many narrow heads give more chances that one of them learns early to match a colour word of
+    the question against the colour of the shape (the yes/no colour questions).
+    """
     if hidden < 32 or hidden % 32:
         raise ValueError(f"hidden size must be a positive multiple of 32, got {hidden}")
     return LXRTConfig(
         hidden_size=hidden,
-        num_attention_heads=hidden // 32,
+        num_attention_heads=hidden // 16,
         intermediate_size=2 * hidden,
         max_position_embeddings=64,
         hidden_dropout_prob=dropout,
@@ -148,10 +213,12 @@ def demo_model(
     )
 
 
-# Tuned on minival: without dropout and at this learning rate the yes/no colour questions (half of
-# the data; the word "not" alone answers 88% of them) are solved within 3-4 epochs; with dropout
-# 0.1 or a learning rate of 1e-3 they stay at that prior for several epochs. The longest question
-# is 13 wordpieces with [CLS] and [SEP].
+# Tuned on minival. The yes/no colour questions (half of the data) are the hard part: the word
+# "not" alone answers 88% of them, and a model can sit at that prior for epochs before it learns
+# to compare the colour word with the shape's colour. Standardized features, no dropout, 16-d
+# heads and this learning rate make it leave that plateau within 1-3 epochs; dropout 0.1 or a
+# learning rate of 1e-3 keep it there much longer. The longest question is 13 wordpieces with
+# [CLS] and [SEP].
 DEMO_RECIPE = recipes.register("easy_vqa_demo", TrainConfig(
     task=TASK, train="train", valid="minival", test="test", from_scratch=True, max_seq_length=14,
     batch_size=64, optim="adamw", lr=6e-4, warmup=0.05, weight_decay=0.01, clip_norm=1.0, epochs=4,

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from demo.easy_vqa_data import EasyVQAData
+    from demo.task import EasyVQATask
     from engine.config import TrainConfig
 
 RECIPE = "easy_vqa_demo"
@@ -152,7 +153,7 @@ def limit_blas_threads() -> None:
         os.environ.setdefault(name, "1")
 
 
-def choose_threads(cfg: TrainConfig) -> tuple[int, float]:
+def choose_threads(task: EasyVQATask) -> tuple[int, float]:
     """(torch threads, examples/s): the faster of one thread and one per core, measured.
 
     On a busy machine several threads that wait for each other at every small matrix product can
@@ -164,7 +165,7 @@ def choose_threads(cfg: TrainConfig) -> tuple[int, float]:
     speeds = {}
     for count in sorted({1, cores}):
         torch.set_num_threads(count)
-        speeds[count] = measure_speed(cfg)
+        speeds[count] = measure_speed(task)
     best = max(speeds, key=speeds.get)
     torch.set_num_threads(best)
     shown = ", ".join(f"{n} thread(s) {v:.0f} examples/s" for n, v in speeds.items())
@@ -255,26 +256,29 @@ def write_state(out: Path, state: dict[str, Any]) -> None:
     write_json(out / STATE_FILE, state)
 
 
-def measure_speed(cfg: TrainConfig, steps: int = 8, warmup: int = 2) -> float:
-    """Training examples per second of ``cfg``'s model on this machine, from a few real steps."""
+def measure_speed(task: EasyVQATask, steps: int = 10, max_seconds: float = 4.0) -> float:
+    """Training examples per second of ``task``'s model on this machine, from a few real steps.
+
+    One untimed step first (allocation, lazy initialization); the timed ones stop after
+    ``steps`` or ``max_seconds``, whichever comes first, so a slow setting costs little.
+    """
     import torch
 
-    from demo.task import EasyVQATask
     from engine.optim import build_optimizer, clip_grad_norm
 
-    task = EasyVQATask(cfg)
+    cfg = task.cfg
     dataset = task.dataset(cfg.train, train=True)
     collate = task.collator(dataset)
     model = task.build_model()
-    optimizer, scheduler = build_optimizer(
-        model, cfg.optim, cfg.lr, steps + warmup, cfg.warmup, cfg.weight_decay
-    )
+    optimizer, scheduler = build_optimizer(model, cfg.optim, cfg.lr, steps + 1, cfg.warmup, cfg.weight_decay)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     model.train()
     start, seen = time.perf_counter(), 0
-    for i in range(warmup + steps):
-        if i == warmup:
+    for i in range(steps + 1):
+        if i == 1:
             start, seen = time.perf_counter(), 0
+        elif i > 1 and time.perf_counter() - start > max_seconds:
+            break
         rows = [order[(i * cfg.batch_size + k) % len(order)] for k in range(cfg.batch_size)]
         batch = collate([dataset[r] for r in rows])
         loss, _ = task.loss(task.forward(model, batch), batch)
@@ -329,15 +333,16 @@ def train(cfg: TrainConfig, data: EasyVQAData, demo: DemoConfig, key: dict[str, 
         log.warning(f"--resume: no unfinished run with these settings in {out}; training from the start")
     start = time.perf_counter()
     rate = None
+    probe = EasyVQATask(cfg)  # its datasets and feature statistics are loaded once for the checks
     if demo.threads == 0:
-        _, rate = choose_threads(cfg)
+        _, rate = choose_threads(probe)
     if resume:
         epochs = int(state["epochs"])
         log.info(f"resuming the training in {out} ({epochs} epochs planned)")
     else:
         clear_run_folder(out, keep=("run.log",))  # the log of this invocation is already open
         if rate is None and demo.max_minutes > 0:
-            rate = measure_speed(cfg)
+            rate = measure_speed(probe)
             log.info(f"speed check: {rate:.0f} examples/s with {torch.get_num_threads()} thread(s)")
         epochs = plan_epochs(cfg, data, demo.max_minutes, rate or 0.0)
     write_state(out, {"key": key, "epochs": epochs, "complete": False})

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -78,53 +79,48 @@ class DemoConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The demo's command line; unset training knobs take the ``easy_vqa_demo`` recipe's values."""
+    from demo.task import DEMO_RECIPE as r
+
     p = argparse.ArgumentParser(
         prog="python -m demo.run_demo",
         description="easy-VQA demo: extract region features from the raw images, train a small LXMERT from "
         "scratch (train split, model selection on minival), predict the test split and write metrics.json, "
-        "curves.png and predictions.png into --output.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "curves.png and predictions.png into --output. A rerun with the same settings reuses the features "
+        "and the trained snapshot.",
     )
-    p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
-    p.add_argument(
-        "--batchSize", dest="batch_size", type=int, help="training batch size (default: the recipe's)"
-    )
-    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
-    p.add_argument(
-        "--hidden", type=int, help="hidden size, a multiple of 32 (heads of 32, FFN 2x); default: recipe"
-    )
-    p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
-    p.add_argument(
+    t = p.add_argument_group("training (defaults: the easy_vqa_demo recipe)")
+    t.add_argument("--epochs", type=int, help=f"training epochs (default {r.epochs})")
+    t.add_argument("--batchSize", dest="batch_size", type=int, help=f"batch size (default {r.batch_size})")
+    t.add_argument("--lr", type=float, help=f"peak learning rate of {r.optim} (default {r.lr:g})")
+    t.add_argument(
+        "--hidden", type=int,
+        help=f"hidden size, a multiple of 32; heads of 16, FFN twice as wide (default {r.model.hidden_size})",
+    )  # fmt: skip
+    t.add_argument("--seed", type=int, help=f"random seed (default {r.seed})")
+    t.add_argument(
         "--max-minutes", dest="max_minutes", type=float, default=10.0,
-        help="time budget for training: a short speed measurement decides how many epochs fit (0: no limit)",
+        help="time budget for training: a short speed measurement decides how many of the epochs fit "
+        "(default 10; 0: no limit)",
     )  # fmt: skip
-    p.add_argument(
-        "--workers", type=int, default=0, help="DataLoader worker processes (0: load in the main process)"
-    )
-    p.add_argument(
+    m = p.add_argument_group("machine")
+    m.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0: none)")
+    m.add_argument(
         "--threads", type=int, default=0,
-        help="torch threads (0: measure one thread and one per core and keep the faster)",
+        help="torch threads (default 0: measure one thread and one per core, keep the faster)",
     )  # fmt: skip
-    p.add_argument(
-        "--output", default="snap/demo", help="run folder for the snapshot, logs, predictions and plots"
-    )
-    p.add_argument(
-        "--data-root", dest="data_root", default="data", help="the features and JSON go to <root>/easy_vqa"
-    )
-    p.add_argument(
-        "--max-images", dest="max_images", type=int, help="use only the first N images of each split"
-    )
-    p.add_argument(
-        "--fresh", action="store_true", help="re-extract the features and retrain, deleting the old run"
-    )
-    p.add_argument(
-        "--resume", action="store_true", help="continue a killed training from its last epoch checkpoint"
-    )
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    f = p.add_argument_group("files")
+    f.add_argument("--output", default="snap/demo", help="run folder: snapshot, logs, predictions, plots")
+    f.add_argument("--data-root", dest="data_root", default="data", help="features, JSON: ROOT/easy_vqa")
+    f.add_argument("--max-images", dest="max_images", type=int, help="only the first N images of each split")
+    f.add_argument("--fresh", action="store_true", help="re-extract the features and retrain from scratch")
+    f.add_argument("--resume", action="store_true", help="continue a killed training from its last epoch")
+    f.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
 
 
 def parse_args(argv: Sequence[str] | None = None) -> DemoConfig:
+    limit_blas_threads()  # the parser imports the recipe, and with it numpy
     args = build_parser().parse_args(argv)
     demo = DemoConfig(**vars(args))
     checks = [
@@ -148,7 +144,11 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoConfig:
 
 def limit_blas_threads() -> None:
     """One BLAS thread for numpy: threaded BLAS is slower than one thread on the small matrices of
-    feature extraction. Only effective before numpy is first imported."""
+    feature extraction. BLAS reads the setting when numpy loads, so a process that has numpy
+    already (a test session) is left as it is rather than given settings that would only leak
+    into its child processes."""
+    if "numpy" in sys.modules:
+        return
     for name in BLAS_THREAD_VARS:
         os.environ.setdefault(name, "1")
 
@@ -383,9 +383,8 @@ def summary(metrics: dict[str, Any], out: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the demo; returns the metrics written to ``<output>/metrics.json``."""
-    demo = parse_args(argv)
     begin = time.perf_counter()
-    limit_blas_threads()
+    demo = parse_args(argv)
     import torch
 
     from demo.report import write_json, write_report

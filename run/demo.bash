@@ -17,10 +17,11 @@ if ! { [ -x .venv/bin/python ] && .venv/bin/python -c "import easy_vqa, matplotl
     echo "environment ready in $((SECONDS - start)) s"
 fi
 
-# numpy's threaded BLAS is slower than one thread on the small matrices of feature extraction; torch's
-# thread count is chosen by the demo itself (--threads).
+# numpy's threaded BLAS is slower than one thread on the small matrices of feature extraction, and
+# OpenMP threads that spin while waiting make torch crawl on a shared machine; torch's thread count is
+# chosen by the demo itself (--threads).
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}" \
-    MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
+    MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 source run/_launch.sh  # PYTHON (the .venv one) and PYTHONPATH=src
 "$PYTHON" -m demo.run_demo "$@"
 case " $* " in *" --help "* | *" -h "*) ;; *) echo "demo finished in $((SECONDS - start)) s" ;; esac

@@ -177,3 +177,17 @@ def test_dataset_needs_the_manifest_and_a_store_per_split(tmp_path) -> None:
         EasyVQADataset.feature_files(["test"], tmp_path, None)
     assert EasyVQADataset.feature_files(["train"], tmp_path, 5) == {folder / "train_grid.store": 5}
     assert os.fspath(split_stores(folder)["train"]).endswith("train_grid.store")
+
+
+def test_time_budget_sets_the_epochs() -> None:
+    from demo.easy_vqa_data import EasyVQAData
+    from demo.task import DEMO_RECIPE
+
+    counts = {"train": {"questions": 30_000}, "minival": {"questions": 3_000}}
+    data = EasyVQAData(Path("unused"), {}, {}, Path("a"), Path("b"), counts)
+    cfg = DEMO_RECIPE.replace(epochs=4)
+    # 1000 examples/s: 30 s of training and 1 s of validation per epoch
+    assert run_demo.plan_epochs(cfg, data, max_minutes=10, rate=1000.0) == 4
+    assert run_demo.plan_epochs(cfg, data, max_minutes=1.1, rate=1000.0) == 2
+    assert run_demo.plan_epochs(cfg, data, max_minutes=0.1, rate=1000.0) == 1  # at least one epoch
+    assert run_demo.plan_epochs(cfg, data, max_minutes=0, rate=1.0) == 4  # no budget

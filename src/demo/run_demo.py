@@ -340,18 +340,20 @@ def train(cfg: TrainConfig, data: EasyVQAData, demo: DemoConfig, key: dict[str, 
         log.warning(f"--resume: no unfinished run with these settings in {out}; training from the start")
     start = time.perf_counter()
     rate = None
-    probe = EasyVQATask(cfg)  # its datasets and feature statistics are loaded once for the checks
-    if demo.threads == 0:
-        _, rate = choose_threads(probe)
+    plan = not resume and demo.max_minutes > 0
+    if demo.threads == 0 or plan:
+        probe = EasyVQATask(cfg)  # its datasets and feature statistics load once for the checks
+        if demo.threads == 0:
+            _, rate = choose_threads(probe)
+        else:
+            rate = measure_speed(probe)
+            log.info(f"speed check: {rate:.0f} examples/s with {torch.get_num_threads()} thread(s)")
     if resume:
         epochs = int(state["epochs"])
         log.info(f"resuming the training in {out} ({epochs} epochs planned)")
     else:
         clear_run_folder(out, keep=("run.log",))  # the log of this invocation is already open
-        if rate is None and demo.max_minutes > 0:
-            rate = measure_speed(probe)
-            log.info(f"speed check: {rate:.0f} examples/s with {torch.get_num_threads()} thread(s)")
-        epochs = plan_epochs(cfg, data, demo.max_minutes, rate or 0.0)
+        epochs = plan_epochs(cfg, data, demo.max_minutes, rate) if plan and rate else cfg.epochs
     write_state(out, {"key": key, "epochs": epochs, "complete": False})
     train_cfg = cfg.replace(epochs=epochs, test="", resume=resume)
     run(EasyVQATask(train_cfg), train_cfg)
@@ -430,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "epochs_planned": state.get("epochs"),
         "reused_snapshot": bool(reuse),
+        "snapshot_train_seconds": state.get("train_seconds"),  # also known when the snapshot is reused
         "config": cfg.replace(epochs=state.get("epochs", cfg.epochs)).to_dict(),
         "timings_s": {"prepare": prepare_s, "train": train_s, "test": test_s},
     }

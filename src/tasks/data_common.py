@@ -294,20 +294,32 @@ class QACollator:
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> Batch:
         if not examples:
             raise ValueError("cannot collate an empty list of examples")
-        text = self.tokenizer([e["sent"] for e in examples], max_length=self.max_length)
-        feats, boxes, mask = self.features.gather(
-            [e["img_id"] for e in examples], num_boxes=self.num_boxes, dtype=self.feat_dtype
-        )
-        return Batch(
-            input_ids=text.input_ids,
-            attention_mask=text.attention_mask,
-            token_type_ids=text.token_type_ids,
-            feats=torch.from_numpy(feats),
-            boxes=torch.from_numpy(boxes),
-            visual_mask=None if mask is None else torch.from_numpy(mask),
+        return text_image_batch(
+            self.tokenizer([e["sent"] for e in examples], max_length=self.max_length),
+            self.features.gather([e["img_id"] for e in examples], num_boxes=self.num_boxes, dtype=self.feat_dtype),
             targets=self.targets(examples),
             ids=[e["question_id"] for e in examples],
         )
+
+
+def text_image_batch(
+    text: Any,
+    regions: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    targets: dict[str, torch.Tensor],
+    ids: list[Any],
+) -> Batch:
+    """A ``Batch`` from a tokenized batch and the (feats, boxes, mask) of ``ImageFeatures.gather``."""
+    feats, boxes, mask = regions
+    return Batch(
+        input_ids=text.input_ids,
+        attention_mask=text.attention_mask,
+        token_type_ids=text.token_type_ids,
+        feats=torch.from_numpy(feats),
+        boxes=torch.from_numpy(boxes),
+        visual_mask=None if mask is None else torch.from_numpy(mask),
+        targets=targets,
+        ids=ids,
+    )
 
 
 class QADataset(TaskDataset):

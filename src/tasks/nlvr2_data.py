@@ -16,7 +16,7 @@ import torch
 
 from engine.batch import Batch
 from tasks.answers import DataFormatError
-from tasks.data_common import ImageFeatures, TaskDataset, merge_topk, require
+from tasks.data_common import ImageFeatures, TaskDataset, merge_topk, require, text_image_batch
 
 if TYPE_CHECKING:
     from lxrt.tokenization import LXRTTokenizer
@@ -93,19 +93,13 @@ class NLVR2Collator:
             raise ValueError("cannot collate an empty list of examples")
         sents = [e["sent"] for e in examples for _ in range(2)]
         images = [e[k] for e in examples for k in ("img0", "img1")]
-        text = self.tokenizer(sents, max_length=self.max_length)
-        feats, boxes, mask = self.features.gather(images, num_boxes=self.num_boxes, dtype=self.feat_dtype)
         labelled = sum("label" in e for e in examples)
         if labelled not in (0, len(examples)):
             raise ValueError("a batch mixes examples with and without labels")
         targets = {"label": torch.tensor([e["label"] for e in examples], dtype=torch.int64)} if labelled else {}
-        return Batch(
-            input_ids=text.input_ids,
-            attention_mask=text.attention_mask,
-            token_type_ids=text.token_type_ids,
-            feats=torch.from_numpy(feats),
-            boxes=torch.from_numpy(boxes),
-            visual_mask=None if mask is None else torch.from_numpy(mask),
+        return text_image_batch(
+            self.tokenizer(sents, max_length=self.max_length),
+            self.features.gather(images, num_boxes=self.num_boxes, dtype=self.feat_dtype),
             targets=targets,
             ids=[e["identifier"] for e in examples],
         )

@@ -34,10 +34,12 @@ from .task import Task
 STEPS_FILE = "steps.jsonl"
 
 
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """``--amp``: auto = bf16 on CUDA (when supported), full precision on CPU."""
+def autocast_dtype(amp: str, device: torch.device, training: bool = True) -> torch.dtype | None:
+    """``--amp``: auto = bf16 when training on CUDA (when supported); full precision on CPU and in
+    evaluation-only runs, so that released checkpoints give the released predictions."""
     if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if training and cuda_bf16 else None
     choices = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None, "fp32": None}
     if amp not in choices:
         raise ValueError(f"--amp must be auto, bf16, fp16 or none, got {amp!r}")
@@ -53,13 +55,14 @@ class Trainer:
         self.out = cfg.output_dir
         self.started = time.perf_counter()
         self.report = RunReport(self.out, enabled=env.is_main)
+        self._pending_parts: list[Mapping[str, Tensor]] = []  # per-step loss parts not yet in steps.jsonl
         model = task.build_model()
         task.load_pretrained(model)
         self.model = model.to(env.device)
         self.wrapped: nn.Module = dist_utils.wrap_model(self.model, env, fsdp=cfg.fsdp)
         if cfg.compile:
             self.wrapped = torch.compile(self.wrapped)
-        self.amp_dtype = autocast_dtype(cfg.amp, env.device)
+        self.amp_dtype = autocast_dtype(cfg.amp, env.device, training=bool(cfg.train) and not cfg.test)
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.amp_dtype == torch.float16)
         n_params = sum(p.numel() for p in self.model.parameters())
         self.log.info(
@@ -109,7 +112,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, dataset: Dataset, split: str) -> tuple[dict[Any, Any], dict[str, float]]:
         """Predictions for every example of ``dataset`` (exactly once) and its metrics."""
-        per_rank = self._per_rank(self.cfg.eval_batch_size or self.task.eval_batch_size * self.env.world_size)
+        per_rank = self._per_rank(self.cfg.eval_batch_size or self.task.default_eval_batch(self.env.world_size))
         per_rank = max(per_rank, 1)
         sampler = ShardSampler(len(dataset), shuffle=False, seed=self.cfg.seed, env=self.env)
         loader = self._loader(dataset, sampler, per_rank, drop_last=False, seed=self.cfg.seed)
@@ -196,13 +199,29 @@ class Trainer:
         dist_utils.barrier()
 
     def _log_steps(self, first_step: int, losses: list[Tensor], lrs: list[float], times: list[float]) -> None:
-        """Append one JSON line per step: index, loss, lr, and seconds since the run started."""
+        """Append one JSON line per step: index, loss, its named parts (pretraining: Mask_LM, ...), lr, and
+        seconds since the run started; the parts also go to TensorBoard as ``train/loss/<name>``."""
+        parts, self._pending_parts = self._pending_parts[-len(losses):] if losses else [], []
         if not (self.env.is_main and losses):
             return
         values = torch.stack(losses).float().tolist()
+        names = sorted(parts[0]) if parts else []
+        part_values = torch.stack([torch.stack([p[k].float() for k in names]) for p in parts]).tolist() if names else []
         with open(self.out / STEPS_FILE, "a") as f:
             for i, (loss, lr, t) in enumerate(zip(values, lrs, times)):
-                f.write(json.dumps({"step": first_step + i, "loss": loss, "lr": lr, "time": round(t, 4)}) + "\n")
+                named = dict(zip(names, part_values[i])) if names else {}
+                record = {"step": first_step + i, "loss": loss, **named, "lr": lr, "time": round(t, 4)}
+                f.write(json.dumps(record) + "\n")
+                if named:
+                    self.report.scalars(first_step + i + 1, {f"loss/{k}": v for k, v in named.items()}, "train")
+
+    def _original_log(self, text: str | None) -> None:
+        """Print the original's epoch report and append it to ``log.log``."""
+        if not (text and self.env.is_main):
+            return
+        for line in text.strip("\n").splitlines():
+            self.log.info(line)
+        self.report.original_text(text)
 
     def _truncate_steps(self, upto: int) -> None:
         """After a resume, forget step records past the checkpoint (they are re-run)."""
@@ -240,13 +259,16 @@ class Trainer:
             f"train {cfg.train}: {len(train_set)} examples, {steps_per_epoch} steps/epoch x {cfg.epochs} "
             f"epochs, batch {cfg.batch_size} ({per_rank}/process), optimizer {cfg.optim}, lr {cfg.lr}"
         )
-        start_epoch, start_step, best = 0, 0, None
+        start_epoch, start_step, best = 0, 0, task.initial_best()
         if cfg.resume and (self.out / RESUME_FILE).is_file():
             state = self._resume_state(optimizer, scheduler)
-            start_epoch, start_step, best = state["epoch"], state["step"], state.get("best")
+            start_epoch, start_step, best = state["epoch"], state["step"], state.get("best", best)
             self._truncate_steps(start_epoch * steps_per_epoch + start_step)
         elif cfg.resume:
             self.log.info(f"--resume: no {RESUME_FILE} in {self.out}, starting from the beginning")
+        oracle = task.oracle_score(valid_set) if valid_set is not None and env.is_main else None
+        if oracle is not None:
+            self.log.info(f"Valid Oracle: {oracle * 100:0.2f}")
         flops = train_flops(self.model.config if hasattr(self.model, "config") else cfg.model)
         peak = device_peak_flops(env.device)
         global_step = start_epoch * steps_per_epoch + start_step
@@ -262,11 +284,15 @@ class Trainer:
             lrs: list[float] = []
             times: list[float] = []
             epoch_loss, epoch_batches = torch.zeros((), device=env.device), 0
+            epoch_parts: dict[str, Tensor] = {}
             t0, seen = time.perf_counter(), 0
             bar = self._progress(loader, len(loader), f"epoch {epoch + 1}/{cfg.epochs}")
             for batch in bar:
                 batch = batch.to(env.device, non_blocking=True)
-                loss, (output, _parts) = self._train_step(batch, optimizer, scheduler)
+                loss, (output, parts) = self._train_step(batch, optimizer, scheduler)
+                self._pending_parts.append(parts)
+                for k, v in parts.items():
+                    epoch_parts[k] = epoch_parts.get(k, 0) + v.float()
                 train_preds.update(task.predict(output, batch))
                 losses.append(loss)
                 lrs.append(current_lr(optimizer))
@@ -297,18 +323,17 @@ class Trainer:
             elapsed = time.perf_counter() - t0
             record: dict[str, Any] = {
                 "epoch": epoch,
-                "train/loss": float(epoch_loss) / max(epoch_batches, 1),
+                **train_loss_means(epoch_loss, epoch_parts, epoch_batches, env),
                 "train/examples_per_s": seen / elapsed if elapsed > 0 else math.nan,
             }
             train_preds = dist_utils.gather_dicts(train_preds, env)
             train_metrics = task.score(train_preds, train_set)
             record.update({f"train/{k}": v for k, v in train_metrics.items()})
-            if task.main_metric in train_metrics:
-                self.report.original_log(f"Epoch {epoch}: Train {train_metrics[task.main_metric] * 100:0.2f}")
             if done and start_step < steps_per_epoch:
                 # Stopped mid-epoch (--max-steps): keep a resumable checkpoint, skip epoch-end work.
                 self._checkpoint(optimizer, scheduler, epoch=epoch, step=start_step, best=best)
                 break
+            metrics = None
             if valid_set is not None:
                 _, metrics = self.evaluate(valid_set, cfg.valid)
                 record.update({f"valid/{k}": v for k, v in metrics.items()})
@@ -316,15 +341,13 @@ class Trainer:
                 if better:
                     best = value
                     self._save_weights(task.best_name)
-                if task.main_metric in metrics:
-                    self.report.original_log(f"Epoch {epoch}: Valid {metrics[task.main_metric] * 100:0.2f}")
-                    if best is not None and not task.select_by_loss:
-                        self.report.original_log(f"Epoch {epoch}: Best {best * 100:0.2f}")
                 self.report.scalars(global_step, metrics, "valid")
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
                 self.log.info(f"epoch {epoch + 1}: train loss {record['train/loss']:.4f}; valid {shown}")
             else:
                 self.log.info(f"epoch {epoch + 1}: train loss {record['train/loss']:.4f}")
+            train_summary = {k[len("train/"):]: v for k, v in record.items() if k.startswith("train/")}
+            self._original_log(task.epoch_log_text(epoch, train_summary, metrics, best))
             self._save_weights(task.snapshot_name(epoch))
             self.report.epoch_end(record)
             start_step = 0
@@ -336,20 +359,30 @@ class Trainer:
         self.report.close()
         return {"best": best, "history": self.report.history}
 
-    def test(self, splits: str) -> dict[str, float]:
-        """Predict every example of ``splits`` and write the task's files."""
+    def test(self, splits: str, name: str | None = None) -> dict[str, float]:
+        """Predict every example of ``splits`` and write the task's files (``<name>_predict...``)."""
         dataset = self.task.dataset(splits, train=False, full=True)
         predictions, metrics = self.evaluate(dataset, splits)
+        name = name or splits
         if self.env.is_main:
-            files = self.task.write_predictions(predictions, dataset, self.out, splits)
+            files = self.task.write_predictions(predictions, dataset, self.out, name)
             for f in files:
                 self.log.info(f"wrote {f}")
             if metrics:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
                 self.log.info(f"{splits}: {shown}")
                 text = json.dumps(metrics, indent=2)
-                atomic_write(self.out / f"{splits}_metrics.json", lambda tmp: tmp.write_text(text))
+                atomic_write(self.out / f"{name}_metrics.json", lambda tmp: tmp.write_text(text))
         return metrics
+
+
+def train_loss_means(
+    loss_sum: Tensor, part_sums: Mapping[str, Tensor], batches: int, env: DistEnv
+) -> dict[str, float]:
+    """Mean training loss of the epoch and of each named part over batches and processes."""
+    n = max(batches, 1)
+    means = {"loss": float(loss_sum) / n, **{f"loss/{k}": float(v) / n for k, v in part_sums.items()}}
+    return {f"train/{k}": v for k, v in dist_utils.all_reduce_mean(means, env).items()}
 
 
 def run(task: Task, cfg: TrainConfig, device: str = "auto") -> dict[str, Any]:
@@ -363,11 +396,13 @@ def run(task: Task, cfg: TrainConfig, device: str = "auto") -> dict[str, Any]:
     seed_everything(cfg.seed)
     result: dict[str, Any] = {}
     try:
+        # --test means predicting only, as the original; its split name is checked before anything is built.
+        plan = task.test_splits(cfg.test) if cfg.test else []
         trainer = Trainer(task, cfg, env)
-        if cfg.train:
+        if cfg.train and not cfg.test:
             result["fit"] = trainer.fit()
-        if cfg.test:
-            result["test"] = trainer.test(cfg.test)
+        for load, name in plan:
+            result["test"] = result.setdefault("tests", {})[name] = trainer.test(load, name)
         if not cfg.train and not cfg.test:
             logger.warning("nothing to do: neither --train nor --test is set")
     finally:

@@ -59,6 +59,12 @@ class RunReport:
             with open(self.output_dir / "log.log", "a") as f:
                 f.write(line + "\n")
 
+    def original_text(self, text: str) -> None:
+        """Append ``text`` to ``log.log`` as it is (the original's epoch reports)."""
+        if self.enabled:
+            with open(self.output_dir / "log.log", "a") as f:
+                f.write(text)
+
     def scalars(self, step: int, values: dict[str, float], prefix: str) -> None:
         if self._tb is not None:
             for k, v in values.items():

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .batch import Batch
+from .original_log import INITIAL_BEST_LOSS, INITIAL_BEST_SCORE, finetune_epoch_text
 
 
 class Task(ABC):
@@ -37,6 +38,35 @@ class Task(ABC):
     @abstractmethod
     def build_model(self) -> nn.Module:
         """A freshly initialized model whose ``forward(**batch_inputs)`` gives the task output."""
+
+    def initial_best(self) -> float:
+        """The selection value a first epoch must beat to save the best snapshot (the original's 0 / 9595)."""
+        return INITIAL_BEST_LOSS if self.select_by_loss else INITIAL_BEST_SCORE
+
+    def oracle_score(self, dataset: Dataset) -> float | None:
+        """Best reachable ``main_metric`` on ``dataset`` (the original's "Valid Oracle"), None if not defined."""
+        return None
+
+    def default_eval_batch(self, world_size: int) -> int:
+        """Global evaluation batch when the run sets none: ``eval_batch_size`` per process."""
+        return self.eval_batch_size * world_size
+
+    def epoch_log_text(
+        self, epoch: int, train: Mapping[str, float], valid: Mapping[str, float] | None, best: float | None
+    ) -> str | None:
+        """What the original appends to ``log.log`` after 0-based ``epoch`` (None: nothing).
+
+        ``train`` holds ``loss``, ``loss/<part>`` and the training-prediction metrics, ``valid`` the
+        validation metrics (None without validation), ``best`` the best selection value so far.
+        """
+        if self.main_metric not in train:
+            return None
+        valid_score = valid.get(self.main_metric) if valid else None
+        return finetune_epoch_text(epoch, train[self.main_metric], valid_score, best)
+
+    def test_splits(self, name: str) -> list[tuple[str, str]]:
+        """``--test name`` -> ``[(split to load, prediction file stem), ...]``; raises on names the task refuses."""
+        return [(name, name)]
 
     def load_pretrained(self, model: nn.Module) -> None:  # noqa: B027 - optional hook
         """Load initial weights (``--loadLXMERT``, ``--loadLXMERTQA``, BERT) before training."""

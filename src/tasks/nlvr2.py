@@ -21,6 +21,7 @@ from tasks.metrics import nlvr2_accuracy, nlvr2_consistency
 from tasks.models import NLVR2Model
 from tasks.nlvr2_data import NLVR2Dataset
 from tasks.qa_task import model_config_for
+from tasks.splits import resolve_test_splits
 from tasks.submission import write_predictions
 
 
@@ -48,11 +49,14 @@ class NLVR2Task(Task):
     def build_model(self) -> nn.Module:
         cfg = self.cfg
         first = (
-            self.dataset(cfg.train, True) if cfg.train
-            else self.dataset(cfg.test, False, full=True) if cfg.test
+            self.dataset(self.test_splits(cfg.test)[0][0], False, full=True) if cfg.test
+            else self.dataset(cfg.train, True) if cfg.train
             else self.dataset(cfg.valid, False)
         )
         return NLVR2Model(model_config_for(cfg, first), pooled_only=cfg.pooled_only)
+
+    def test_splits(self, name: str) -> list[tuple[str, str]]:
+        return [(s.load, s.output) for s in resolve_test_splits(self.name, name)]
 
     def load_pretrained(self, model: nn.Module) -> None:
         load_initial_weights(model, self.cfg)

@@ -25,12 +25,17 @@ FEATURE_DIR = "nlvr2_imgfeat"
 
 
 def nlvr2_feature_file(split: str) -> str:
-    """train -> train_obj36.tsv, valid -> valid_obj36.tsv, any split named *test* -> test_obj36.tsv."""
+    """train -> train_obj36.tsv, valid -> valid_obj36.tsv, any split named *test* -> test_obj36.tsv,
+    *hidden* (the unreleased test2 images) -> hidden_obj36.tsv."""
     if split in ("train", "valid"):
         return f"{split}_obj36.tsv"
     if "test" in split:
         return "test_obj36.tsv"
-    raise ValueError(f"no feature file is known for NLVR2 split {split!r} (train, valid, or a name with 'test')")
+    if "hidden" in split:
+        return "hidden_obj36.tsv"
+    raise ValueError(
+        f"no feature file is known for NLVR2 split {split!r} (train, valid, or a name with 'test' or 'hidden')"
+    )
 
 
 def nlvr2_feature_files(splits: Sequence[str], root: Path, topk: int | None) -> dict[Path, int | None]:

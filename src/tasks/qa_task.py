@@ -21,6 +21,7 @@ from tasks.data_common import TaskDataset, subset_topk
 from tasks.finetune import load_initial_weights
 from tasks.metrics import oracle_accuracy, soft_score_accuracy
 from tasks.models import QAModel
+from tasks.splits import resolve_test_splits
 from tasks.submission import write_predictions
 
 
@@ -54,12 +55,15 @@ class QATask(Task):
         # Features stay in the store's dtype (fp16 by default); the model casts on its device.
         return dataset.collator(self.tokenizer, max_length=self.cfg.max_seq_length, feat_dtype=None)
 
+    def test_splits(self, name: str) -> list[tuple[str, str]]:
+        return [(s.load, s.output) for s in resolve_test_splits(self.name, name)]
+
     def _first_dataset(self) -> TaskDataset:
         cfg = self.cfg
+        if cfg.test:  # a test run only predicts
+            return self.dataset(self.test_splits(cfg.test)[0][0], train=False, full=True)
         if cfg.train:
             return self.dataset(cfg.train, train=True)
-        if cfg.test:
-            return self.dataset(cfg.test, train=False, full=True)
         return self.dataset(cfg.valid, train=False)
 
     # -- model

@@ -84,7 +84,7 @@ def test_vqa_finetune_learns_and_writes_original_files(root: Path):
     chance = _majority(root / "data/vqa/minival.json")
     assert best > chance + 0.1, (best, chance)
     log = (run / "log.log").read_text().splitlines()
-    assert log[0].startswith("Epoch 0: Train ") and log[1].startswith("Epoch 0: Valid ")
+    assert log[0] == "" and log[1].startswith("Epoch 0: Train ") and log[2].startswith("Epoch 0: Valid ")
     keys = set(read_state_dict(run / "BEST.pth"))
     assert "lxrt_encoder.model.bert.encoder.x_layers.0.visual_attention.att.query.weight" in keys
     assert {"logit_fc.0.weight", "logit_fc.2.weight", "logit_fc.3.weight"} <= keys

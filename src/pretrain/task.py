@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from engine.batch import Batch
 from engine.config import TrainConfig
+from engine.original_log import pretrain_epoch_text
 from engine.report import get_logger
 from engine.task import Task
 from features.store import FeatureStore
@@ -43,6 +44,8 @@ from .data import ExampleOptions, PretrainDataset, collate, image_limit, load_co
 from .losses import LOSS_COMPAT, LossOptions, labels_positions, pretraining_loss
 
 SCHEDULES = ("single", "paper")
+PRINTED_LOSSES = ("Mask_LM", "Matched", "Obj", "Attr", "Feat", "QA")  # the original's LOSSES_NAME order
+VALID_BATCH, MULTI_GPU_VALID_BATCH = 512, 2048
 SHIPPED_ANSWERS = Path(__file__).resolve().parents[2] / "data" / "lxmert" / "all_ans.json"
 BERT_DIRS = ("snap/bert/bert-base-uncased", "data/bert")  # where the fine-tuning tasks look too
 BERT_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -116,7 +119,6 @@ class PretrainTask(Task):
     select_by_loss = True
     best_name = "BEST_EVAL_LOSS_LXRT.pth"
     last_name = None  # the last epoch's EpochXX_LXRT.pth is the final model
-    eval_batch_size = 256
 
     def __init__(self, cfg: TrainConfig, options: PretrainOptions | None = None) -> None:
         self.cfg = cfg
@@ -145,6 +147,20 @@ class PretrainTask(Task):
     def options_dict(self) -> dict[str, Any]:
         """Task options printed by ``--print-config`` and saved beside the run."""
         return {"pretrain": self.options.to_dict()}
+
+    def default_eval_batch(self, world_size: int) -> int:
+        """The original's validation batch: 512, or 2048 over all GPUs with --multiGPU (rounded up to a
+        multiple of the process count)."""
+        if world_size <= 1:
+            return VALID_BATCH
+        return -(-MULTI_GPU_VALID_BATCH // world_size) * world_size
+
+    def epoch_log_text(
+        self, epoch: int, train: Mapping[str, float], valid: Mapping[str, float] | None, best: float | None
+    ) -> str | None:
+        """The original's epoch report: mean total and per-task losses, then image-QA accuracy, for the
+        training epoch and the validation pass."""
+        return pretrain_epoch_text(epoch, train, valid, PRINTED_LOSSES)
 
     def snapshot_name(self, epoch: int) -> str | None:
         """``Epoch01_LXRT.pth`` after the first (0-based ``epoch`` 0) epoch, as the original names it."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from typing import Any
 
 # ---- local (original) evaluators ----------------------------------------------------------------
@@ -43,12 +43,16 @@ def gqa_accuracy(predictions: Mapping[str, str], labels: Mapping[str, Mapping[st
     return soft_score_accuracy(predictions, labels)
 
 
-def oracle_accuracy(labels: Mapping[Any, Mapping[str, float]]) -> float:
-    """Best reachable soft-score accuracy: always predicting each question's top-scored answer
-    (the original's "Valid Oracle"; questions whose answers are all outside the table score 0)."""
+def oracle_accuracy(labels: Mapping[Any, Mapping[str, float]], answers: Container[str] | None = None) -> float:
+    """Best reachable soft-score accuracy: predicting each question's top-scored answer among ``answers``
+    (the answer table; None: any answer). This is the original's "Valid Oracle", the score of the argmax
+    of each target vector: a question whose answers are all outside the table scores 0."""
     if not labels:
         raise ValueError("no labels")
-    return sum(max(label.values(), default=0.0) for label in labels.values()) / len(labels)
+    total = 0.0
+    for label in labels.values():
+        total += max((float(v) for a, v in label.items() if answers is None or a in answers), default=0.0)
+    return total / len(labels)
 
 
 # ---- official VQA accuracy from the 10 human answers -------------------------------------------

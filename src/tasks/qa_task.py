@@ -95,6 +95,11 @@ class QATask(Task):
         labels = {rec[dataset.id_key]: rec["label"] for rec in dataset.data}
         return {"accuracy": soft_score_accuracy(predictions, labels)}
 
+    def oracle_score(self, dataset: TaskDataset) -> float | None:
+        if not dataset.has_labels or not len(dataset):
+            return None
+        return oracle_accuracy({rec[dataset.id_key]: rec["label"] for rec in dataset.data}, self.answers.ans2label)
+
     def write_predictions(
         self, predictions: Mapping[Any, str], dataset: TaskDataset, output_dir: Path, split: str
     ) -> list[Path]:
@@ -102,7 +107,8 @@ class QATask(Task):
         files = [write_predictions(self.name, predictions, output_dir, split, expected=expected)]
         if dataset.has_labels:
             labels = {rec[dataset.id_key]: rec["label"] for rec in dataset.data}
-            get_logger().info(f"{split}: oracle accuracy {oracle_accuracy(labels) * 100:.2f}")
+            oracle = oracle_accuracy(labels, self.answers.ans2label)
+            get_logger().info(f"{split}: oracle accuracy {oracle * 100:.2f}")
         return files
 
 

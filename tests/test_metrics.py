@@ -72,16 +72,16 @@ def test_vqa_answer_normalization(raw: str, normalized: str) -> None:
 
 
 def test_official_metric_details() -> None:
-    # prediction normalized (number word -> digit); humans agree, so theirs are compared as given
-    assert vqa_official_accuracy("two", ["2"] * 10) == pytest.approx(1.0)
-    # humans disagree: their answers get the punctuation rule only ("t-shirt" -> "t shirt"; "yes!"
-    # -> "yes " with its trailing space, which then matches nothing; "two" stays a word)
+    # humans agree: nothing is normalized, so the number word does not match (the tool's rule)
+    assert vqa_official_accuracy("two", ["2"] * 10) == pytest.approx(0.0)
+    assert vqa_official_accuracy("2", ["2"] * 10) == pytest.approx(1.0)
+    # humans disagree: both sides get punctuation then digit/article processing
     assert vqa_official_accuracy("t-shirt", ["t-shirt"] * 2 + ["shirt"] * 8) == pytest.approx(0.6)
-    assert vqa_official_accuracy("yes", ["yes!", "yes", "yes"] + ["no"] * 7) == pytest.approx(0.6)
-    assert vqa_official_accuracy("2", ["two"] * 3 + ["3"] * 7) == pytest.approx(0.0)
+    assert vqa_official_accuracy("yes", ["yes!", "yes", "yes"] + ["no"] * 7) == pytest.approx(0.9)
+    assert vqa_official_accuracy("2", ["two"] * 3 + ["3"] * 7) == pytest.approx(0.9)
     preds = {10: "Yes", 11: "red"}
     gts = {10: ["yes"] * 10, 11: ["red", "red", "blue"] + ["green"] * 7}
-    assert vqa_official_score(preds, gts) == pytest.approx((1.0 + 0.6) / 2)
+    assert vqa_official_score(preds, gts) == pytest.approx((0.0 + 0.6) / 2)
     with pytest.raises(ValueError):
         vqa_official_accuracy("x", [])
 

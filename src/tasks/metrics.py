@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Container, Mapping, Sequence
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 # ---- local (original) evaluators ----------------------------------------------------------------
@@ -58,9 +59,10 @@ def oracle_accuracy(labels: Mapping[Any, Mapping[str, float]], answers: Containe
 # ---- official VQA accuracy from the 10 human answers -------------------------------------------
 
 _PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
-# A period not followed by a digit. The official pattern also carries a no-op "(?!<=\d)" group.
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+# A period not followed by a digit. The official pattern also carries a no-op "(?!<=\d)" group. The tool
+# runs on Python 2 without re.UNICODE, where \d is [0-9] only: hence re.ASCII.
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)", re.ASCII)
+_COMMA_STRIP = re.compile(r"(\d)(,)(\d)", re.ASCII)
 _ARTICLES = ("a", "an", "the")
 _NUMBER_WORDS = {
     "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
@@ -93,12 +95,28 @@ _CONTRACTION_PAIRS = """
     you'dve=you'd've youll=you'll youre=you're youve=you've
 """
 _CONTRACTIONS = dict(pair.split("=") for pair in _CONTRACTION_PAIRS.split())
+# Python 2's unicode.lower() uses the simple case mapping: these differ from Python 3's str.lower()
+# (U+0130 lowers to "i" + combining dot in Python 3; a final capital sigma to "ς").
+_PY2_LOWER = {"\u0130": "i", "\u03a3": "\u03c3"}
+
+
+def py2_lower(text: str) -> str:
+    """``unicode.lower()`` as the official tool's Python 2 computes it."""
+    if text.isascii():
+        return text.lower()
+    return "".join(_PY2_LOWER.get(c) or c.lower() for c in text)
+
+
+def py2_round(value: float, ndigits: int = 2) -> float:
+    """Python 2's ``round``: the exact binary value rounded to ``ndigits`` decimals, halves away from zero
+    (Python 3 rounds exact halves to even: round(50.125, 2) is 50.12 there, 50.13 in the tool)."""
+    return float(Decimal(value).quantize(Decimal(1).scaleb(-ndigits), rounding=ROUND_HALF_UP))
 
 
 def vqa_process_punctuation(text: str) -> str:
-    """Official punctuation rule: a mark is deleted if it touches a space somewhere in the answer
-    (or the answer has a digit,digit group), else replaced by a space; then periods not followed
-    by a digit are removed (at most 32 of them: the official code passes re.UNICODE as the count)."""
+    """The tool's ``processPunctuation``: a mark is deleted if it touches a space somewhere in the input
+    (or the input has a digit,digit group), else replaced by a space; then periods not followed by a
+    digit are removed (at most 32 of them: the tool passes re.UNICODE as the count)."""
     out = text
     has_digit_comma = _COMMA_STRIP.search(text) is not None
     for p in _PUNCT:
@@ -110,38 +128,62 @@ def vqa_process_punctuation(text: str) -> str:
 
 
 def vqa_process_digit_article(text: str) -> str:
-    """Official rule: lowercase, number words -> digits, drop articles, restore contractions."""
-    words = [_NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    """The tool's ``processDigitArticle``: lowercase, split on whitespace, number words -> digits, drop
+    articles, then restore contractions."""
+    words = [_NUMBER_WORDS.get(w, w) for w in py2_lower(text).split()]
     words = [_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES]
     return " ".join(words)
 
 
+def _clean_vqa_text(text: str) -> str:
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_vqa_answer(answer: str) -> str:
-    """The official normalization of a predicted answer."""
-    answer = answer.replace("\n", " ").replace("\t", " ").strip()
-    return vqa_process_digit_article(vqa_process_punctuation(answer))
+    """The tool's full normalization (newlines/tabs, punctuation, then digits/articles/contractions).
+
+    The tool applies it to a question's prediction and human answers only when the human answers
+    (after whitespace cleaning) are not all identical; ``vqa_official_accuracy`` follows that rule.
+    """
+    return vqa_process_digit_article(vqa_process_punctuation(_clean_vqa_text(answer)))
 
 
-def vqa_official_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
-    """Official VQA accuracy of one answer against the (10) human answers.
+def vqa_official_accuracy(prediction: str, gt_answers: Sequence[str | Mapping[str, Any]]) -> float:
+    """Accuracy of one predicted answer against the human answers, as ``VQAEval.evaluate`` computes it.
 
-    ``min(#matches among the other answers / 3, 1)`` averaged over leaving each human answer out.
-    As in the official evaluator, human answers are punctuation-processed only when they disagree.
+    ``gt_answers`` are the annotation's answer records (``{"answer", "answer_confidence", "answer_id"}``)
+    or bare strings (each then a record of its own). Both sides are cleaned of newlines/tabs and
+    stripped; only if the human answers then differ are both sides normalized (so with ten identical
+    human answers "Two" does not match "two"). For each human record, the others are the records not
+    *equal* to it (the tool compares whole records: records without distinct ``answer_id`` leave out
+    all their duplicates), and the record scores ``min(1, matches among the others / 3)``; the result is
+    the mean over records.
     """
     if not gt_answers:
         raise ValueError("no human answers to score against")
-    pred = normalize_vqa_answer(prediction)
-    gts = [a.replace("\n", " ").replace("\t", " ").strip() for a in gt_answers]
-    if len(set(gts)) > 1:
-        gts = [vqa_process_punctuation(a) for a in gts]
-    matches = sum(a == pred for a in gts)
-    # Leaving out answer i removes one match exactly when answer i itself matches.
-    accs = [min(1.0, (matches - (a == pred)) / 3) for a in gts]
-    return sum(accs) / len(accs)
+    records: list[Any] = []
+    for i, gt in enumerate(gt_answers):
+        record = dict(gt) if isinstance(gt, Mapping) else {"answer": gt, "_position": i}
+        if not isinstance(record.get("answer"), str):
+            raise ValueError(f"human answer {i} is {record.get('answer')!r}, expected a string")
+        record["answer"] = _clean_vqa_text(record["answer"])
+        records.append(record)
+    res = _clean_vqa_text(prediction)
+    if len({r["answer"] for r in records}) > 1:
+        for r in records:
+            r["answer"] = vqa_process_digit_article(vqa_process_punctuation(r["answer"]))
+        res = vqa_process_digit_article(vqa_process_punctuation(res))
+    accs = []
+    for r in records:
+        matching = sum(1 for other in records if other != r and other["answer"] == res)
+        accs.append(min(1, float(matching) / 3))
+    return float(sum(accs)) / len(accs)
 
 
-def vqa_official_score(predictions: Mapping[int, str], gt_answers: Mapping[int, Sequence[str]]) -> float:
-    """Mean official accuracy over predicted questions, given each question's raw human answers."""
+def vqa_official_score(
+    predictions: Mapping[int, str], gt_answers: Mapping[int, Sequence[str | Mapping[str, Any]]]
+) -> float:
+    """Mean official accuracy (a fraction, unrounded) over predicted questions, given their human answers."""
     _check_predictions(predictions, gt_answers)
     return sum(vqa_official_accuracy(ans, gt_answers[qid]) for qid, ans in predictions.items()) / len(predictions)
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 UNC_BASE = "https://nlp.cs.unc.edu/data"
+# BERT-base uncased on the HuggingFace hub, pinned to a revision whose files' sizes and digests are known.
+BERT_REVISION = "86b5e0934494bd15c9632b12f734a8a67f723594"
+BERT_BASE = f"https://huggingface.co/google-bert/bert-base-uncased/resolve/{BERT_REVISION}"
 # The lil-lab/nlvr commit that the original repository pins as its data/nlvr2/nlvr submodule.
 NLVR_COMMIT = "3afe9e57355ab49fb92a0dc231436e583d67d125"
 NLVR_BASE = f"https://raw.githubusercontent.com/lil-lab/nlvr/{NLVR_COMMIT}"
@@ -62,6 +65,7 @@ GROUPS: dict[str, str] = {
     "features-coco": "Faster R-CNN obj36 features for MS COCO train2014, val2014, test2015",
     "features-vg-gqa": "obj36 features for Visual Genome + GQA test images, and GQA testdev (30 GB together)",
     "features-nlvr2": "obj36 features for NLVR2 train, valid, test",
+    "bert": "BERT-base uncased from the HuggingFace hub (snap/bert/bert-base-uncased; fetched on first use)",
 }
 
 
@@ -82,6 +86,18 @@ def _features(group: str, folder: str, stem: str, approx: str) -> Source:
         dest=f"data/{folder}/{stem}.zip",
         outputs=(f"data/{folder}/{stem}.tsv",),
         approx_size=approx,
+    )
+
+
+def _bert(file: str, size: int, sha256: str | None = None) -> Source:
+    return Source(
+        name=f"bert/bert-base-uncased/{file}",
+        group="bert",
+        path=file,
+        dest=f"snap/bert/bert-base-uncased/{file}",
+        base=BERT_BASE,
+        size=size,
+        sha256=sha256,
     )
 
 
@@ -126,6 +142,9 @@ SOURCES: tuple[Source, ...] = (
     _features("features-nlvr2", "nlvr2_imgfeat", "train_obj36", "21 GB"),
     _features("features-nlvr2", "nlvr2_imgfeat", "valid_obj36", "1.6 GB"),
     _features("features-nlvr2", "nlvr2_imgfeat", "test_obj36", "1.6 GB"),
+    _bert("config.json", 570),
+    _bert("model.safetensors", 440449768, "68d45e234eb4a928074dfd868cead0219ab85354cc53d20e772753c6bb9169d3"),
+    _bert("vocab.txt", 231508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
 )
 
 

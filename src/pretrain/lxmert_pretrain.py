@@ -26,7 +26,8 @@ from .task import SCHEDULES, PretrainOptions, PretrainTask
 RECIPE = "lxmert_pretrain"
 OPTIONS_FILE = "pretrain_options.json"
 
-# The released run (run/lxmert_pretrain.bash), and the same starting from BERT-base (--bert PATH).
+# The released run (run/lxmert_pretrain.bash: from scratch but BERT's MLM output bias), and the same
+# starting from BERT-base's language layers and heads.
 LXMERT_PRETRAIN = recipes.register(RECIPE, TrainConfig(
     task="lxmert_pretrain", output="snap/pretrain/lxmert",
     train="mscoco_train,mscoco_nominival,vgnococo", valid="mscoco_minival",
@@ -103,11 +104,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from engine.loop import run  # imported after parsing so that --help stays fast
 
     cfg = cli.config_from_args(args)
-    if cfg.bert and cfg.from_scratch:
-        raise SystemExit(
-            f"error: --bert is ignored when training from scratch (recipe {args.recipe} sets --fromScratch, "
-            "as the released run); use --recipe lxmert_pretrain_bert to start from BERT"
-        )
     try:
         options = options_from_args(args)
     except ValueError as err:

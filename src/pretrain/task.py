@@ -32,11 +32,11 @@ from lxrt import (
     LXRTConfig,
     PretrainingOutput,
     atomic_write,
-    load_bert_weights,
     load_state,
     read_state_dict,
     resolve_checkpoint,
 )
+from lxrt.bert_init import BERT_BASE_NAME, load_bert_pretraining, resolve_bert
 from lxrt.tokenization import LXRTTokenizer
 from tasks.answers import PretrainAnswerTable, convert_ans
 
@@ -47,8 +47,6 @@ SCHEDULES = ("single", "paper")
 PRINTED_LOSSES = ("Mask_LM", "Matched", "Obj", "Attr", "Feat", "QA")  # the original's LOSSES_NAME order
 VALID_BATCH, MULTI_GPU_VALID_BATCH = 512, 2048
 SHIPPED_ANSWERS = Path(__file__).resolve().parents[2] / "data" / "lxmert" / "all_ans.json"
-BERT_DIRS = ("snap/bert/bert-base-uncased", "data/bert")  # where the fine-tuning tasks look too
-BERT_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass(frozen=True)
@@ -184,12 +182,12 @@ class PretrainTask(Task):
         )
 
     def load_pretrained(self, model: nn.Module) -> None:
-        """BERT (unless --fromScratch), then --loadLXMERT (encoder + heads but the answer head),
-        then --load (strict: every weight of the model from PATH_LXRT.pth)."""
+        """BERT (with --fromScratch only its MLM output bias), then --loadLXMERT (encoder + heads but the
+        answer head), then --load (strict: every weight of the model from PATH_LXRT.pth)."""
         cfg, log = self.cfg, get_logger()
         if cfg.load_lxmert_qa:
             raise ValueError("--loadLXMERTQA is for fine-tuning; pretraining takes --loadLXMERT or --load")
-        if not (cfg.from_scratch or cfg.load or cfg.load_lxmert):
+        if not (cfg.load or cfg.load_lxmert):
             self._init_from_bert(model)
         if cfg.load_lxmert:
             file = resolve_checkpoint(cfg.load_lxmert)
@@ -206,20 +204,22 @@ class PretrainTask(Task):
             log.info(f"--load: {report.summary()}")
 
     def _init_from_bert(self, model: nn.Module) -> None:
-        log = get_logger()
-        candidates = [self.cfg.bert] if self.cfg.bert else list(BERT_DIRS)
-        for c in candidates:
-            path = Path(c)
-            if path.is_dir() and any((path / n).is_file() for n in BERT_WEIGHT_FILES):
-                log.info(f"language layers from BERT: {load_bert_weights(model.bert, path).summary()}")
-                return
-        if self.cfg.bert:
-            raise CheckpointError(f"--bert {self.cfg.bert}: no BERT weights there")
-        log.warning(
-            "no BERT weights found (looked in " + ", ".join(candidates) + "): every layer starts from "
-            "random init. Pass --bert PATH (a HuggingFace BERT folder), or --fromScratch as the released "
-            "recipe does."
-        )
+        """Where the original starts: BERT's language layers and MLM/matching heads, or with --fromScratch
+        only BERT's MLM output bias (taken when the weights are here; never downloaded for it alone)."""
+        cfg = self.cfg
+        if not cfg.from_scratch:
+            load_bert_pretraining(model, resolve_bert(cfg.bert or BERT_BASE_NAME, progress=cfg.progress))
+            return
+        try:
+            path = resolve_bert(cfg.bert or BERT_BASE_NAME, download=False)
+            load_bert_pretraining(model, path, from_scratch=True)
+        except CheckpointError as err:
+            if cfg.bert:
+                raise
+            get_logger().warning(
+                f"cls.predictions.bias starts at zero, where the original takes BERT's ({err}); "
+                "`bash run/download_data.bash bert` fetches BERT-base"
+            )
 
     # ----------------------------------------------------------------------------- data
     def dataset(self, splits: str, train: bool, full: bool = False) -> Dataset:

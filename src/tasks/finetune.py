@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from torch import nn
 
@@ -22,28 +21,17 @@ from lxrt import (
     remap_answer_head,
     resolve_checkpoint,
 )
-
-DEFAULT_BERT_DIRS = ("snap/bert/bert-base-uncased", "data/bert")
+from lxrt.bert_init import BERT_BASE_NAME, resolve_bert
 
 
 def init_language_from_bert(model: nn.Module, cfg: TrainConfig) -> None:
-    """Without ``--fromScratch`` the original starts the language layers from BERT-base."""
-    log = get_logger()
+    """Without ``--fromScratch`` the original starts the language layers from BERT-base: ``--bert PATH``,
+    else ``snap/bert/bert-base-uncased/`` (downloaded there on first use)."""
     if cfg.from_scratch:
         return
-    candidates = [cfg.bert] if cfg.bert else list(DEFAULT_BERT_DIRS)
-    for c in candidates:
-        path = Path(c)
-        if path.is_dir() and any((path / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")):
-            report = load_bert_weights(model.lxrt_encoder.bert, path)
-            log.info(f"language layers from BERT: {report.summary()}")
-            return
-    if cfg.bert:
-        raise CheckpointError(f"--bert {cfg.bert}: no BERT weights there (model.safetensors or pytorch_model.bin)")
-    log.warning(
-        "no BERT weights found (looked in " + ", ".join(candidates) + "); the language layers start from "
-        "random init. Pass --bert PATH (a HuggingFace BERT folder) or --fromScratch to silence this."
-    )
+    path = resolve_bert(cfg.bert or BERT_BASE_NAME, progress=cfg.progress)
+    report = load_bert_weights(model.lxrt_encoder.bert, path)
+    get_logger().info(f"language layers from BERT: {report.summary()}")
 
 
 def load_lxmert_qa(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,19 @@ def test_tiny_run_writes_original_snapshots_and_lowers_losses(pretrained):
 
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1, 2]
+    # The original's epoch report, in log.log too; per-task losses per step in steps.jsonl.
+    num, acc = r"\d+\.\d{4}", r"\d\.\d{4}"
+    losses = "The losses are " + "".join(f"{name}: {num} " for name in LOSSES)
+    accuracy = f"Overall Accu {acc}, vqa Accu {acc}, "
+    report = [f"The training loss for Epoch EPOCH is {num}", losses, accuracy, f"The valid loss is {num}", losses,
+              accuracy]
+    lines = (out / "log.log").read_text().splitlines()
+    assert len(lines) == 3 * len(report)
+    for i, line in enumerate(lines):
+        assert re.fullmatch(report[i % len(report)].replace("EPOCH", str(i // len(report))), line), line
+    assert f"{history[0]['train/loss']:0.4f}" in lines[0] and f"{history[0]['valid/loss']:0.4f}" in lines[3]
+    step = json.loads((out / "steps.jsonl").read_text().splitlines()[0])
+    assert sum(step[name] for name in LOSSES) == pytest.approx(step["loss"], rel=1e-5)
     assert all(f"valid/loss/{name}" in history[-1] for name in LOSSES)
     assert history[-1]["valid/loss"] < history[0]["valid/loss"]
 
@@ -221,6 +235,14 @@ def test_paper_schedule_turns_qa_on_after_start_epoch(data_root):
     assert "QA" not in task.loss(output, batch)[1]
     train.set_epoch(2)  # what the loop does before the third epoch
     assert "QA" in task.loss(output, batch)[1]
+
+
+def test_validation_batch_as_the_original(data_root):
+    task = PretrainTask(tiny_cfg(data_root))
+    assert task.default_eval_batch(1) == 512  # one GPU
+    assert task.default_eval_batch(4) == 2048  # --multiGPU: 2048 over the GPUs
+    assert task.default_eval_batch(3) % 3 == 0 and task.default_eval_batch(3) >= 2048
+    assert task.initial_best() == 9595.0
 
 
 def test_command_line_and_recipe(tmp_path):

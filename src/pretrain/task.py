@@ -216,10 +216,7 @@ class PretrainTask(Task):
         except CheckpointError as err:
             if cfg.bert:
                 raise
-            get_logger().warning(
-                f"cls.predictions.bias starts at zero, where the original takes BERT's ({err}); "
-                "`bash run/download_data.bash bert` fetches BERT-base"
-            )
+            get_logger().warning(f"cls.predictions.bias starts at zero where the original takes BERT's: {err}")
 
     # ----------------------------------------------------------------------------- data
     def dataset(self, splits: str, train: bool, full: bool = False) -> Dataset:

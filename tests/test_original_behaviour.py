@@ -225,3 +225,16 @@ def test_oracle_counts_only_answers_of_the_table():
     labels = {1: {"red": 0.6, "rare": 1.0}, 2: {"rare": 1.0}, 3: {"blue": 0.3, "red": 0.9}}
     assert oracle_accuracy(labels, {"red", "blue"}) == pytest.approx((0.6 + 0.0 + 0.9) / 3)
     assert oracle_accuracy(labels) == pytest.approx((1.0 + 1.0 + 0.9) / 3)
+
+
+def test_tasks_read_test_names_as_the_original():
+    from tasks.gqa import GQATask
+    from tasks.nlvr2 import NLVR2Task
+    from tasks.vqa import VQATask
+
+    cfg = TrainConfig(data_root=str(Path(__file__).resolve().parents[1] / "data"))
+    assert VQATask(cfg).test_splits("val") == [("minival", "minival")]
+    assert GQATask(cfg).test_splits("testdev_all") == [("testdev", "testdev")]
+    assert NLVR2Task(cfg).test_splits("hidden") == [("hidden", "hidden")]
+    with pytest.raises(SplitNameError, match="accepted"):
+        VQATask(cfg).test_splits("train")

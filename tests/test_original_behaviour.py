@@ -38,6 +38,7 @@ from tasks.splits import SplitNameError, resolve_test_splits
         ("nlvr2", "hidden", [("hidden", "hidden")]),
         ("nlvr2", "test", [("test", "test")]),
         ("nlvr2", "valid", [("valid", "valid")]),
+        ("easy_vqa", "test", [("test", "test")]),  # not a task of the original: the name as it is
     ],
 )
 def test_split_names_as_the_original_reads_them(task: str, name: str, expected: list[tuple[str, str]]):

@@ -7,6 +7,7 @@ GQA: a name containing ``submit`` predicts that split into ``submit_predict.json
 NLVR2: a name containing ``hidden`` predicts it into ``hidden_predict.csv``; a name containing ``test``
 or ``valid`` evaluates it into ``<name>_predict.csv``.
 Any other name is an error listing what is accepted (the original fails an assert or does nothing).
+Tasks the original does not have keep the name as it is.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ class SplitNameError(ValueError):
 
 
 def resolve_test_splits(task: str, name: str) -> list[PredictSplit]:
-    """What ``--test name`` loads and writes for ``task`` (vqa, gqa, nlvr2), in the original's order."""
-    if task not in ACCEPTED:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(ACCEPTED)}")
+    """What ``--test name`` loads and writes for ``task`` (vqa, gqa, nlvr2), in the original's order.
+    Other tasks (e.g. the easy-VQA demo) predict the split they name into ``<name>_predict``."""
     name = name.strip()
+    if task not in ACCEPTED:
+        return [PredictSplit(name, name)]
     found: list[PredictSplit] = []
     if task == "vqa":
         if "test" in name:

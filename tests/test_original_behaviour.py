@@ -84,7 +84,8 @@ class _ToyTask(Task):
         return nn.Linear(4, 2)
 
     def dataset(self, splits: str, train: bool, full: bool = False) -> _Examples:
-        self.test_calls.append(splits) if full else None
+        if full:
+            self.test_calls.append(splits)
         return _Examples(32 if train else 12)
 
     def collator(self, dataset: Any) -> Callable[[list[Any]], Batch]:

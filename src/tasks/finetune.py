@@ -22,6 +22,7 @@ from lxrt import (
     resolve_checkpoint,
 )
 from lxrt.bert_init import BERT_BASE_NAME, resolve_bert
+from tasks.splits import SplitNameError
 
 
 def init_language_from_bert(model: nn.Module, cfg: TrainConfig) -> None:
@@ -104,4 +105,9 @@ def main(
     task = make_task(cfg, args)
     if args.print_config:
         cli.print_config_and_exit(cfg, getattr(task, "options_dict", lambda: None)())
+    if cfg.test:
+        try:
+            task.test_splits(cfg.test)
+        except SplitNameError as err:
+            raise SystemExit(f"error: {err}") from None
     return run(task, cfg, device=args.device)

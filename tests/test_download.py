@@ -425,7 +425,7 @@ def test_manifest_is_consistent() -> None:
     assert {s.group for s in sources.SOURCES} == set(sources.GROUPS)
     for s in sources.SOURCES:
         assert s.dest.split("/")[0] in ("data", "snap")
-        assert s.url.startswith(("https://nlp.cs.unc.edu/data/", sources.NLVR_BASE))
+        assert s.url.startswith(("https://nlp.cs.unc.edu/data/", sources.NLVR_BASE, sources.BERT_BASE))
         assert all(o.endswith(".tsv") for o in s.outputs) and s.archive == s.dest.endswith(".zip")
     model = sources.select(["pretrained-model"])
     assert [s.url for s in model] == ["https://nlp.cs.unc.edu/data/model_LXRT.pth"]

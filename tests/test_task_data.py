@@ -147,8 +147,9 @@ def test_split_and_subset_rules(tmp_path: Path) -> None:
         nl / "valid_obj36.tsv": 5000,
         nl / "test_obj36.tsv": 5000,
     }
-    with pytest.raises(ValueError, match="NLVR2 split 'hidden'"):
-        nlvr2_feature_files(["hidden"], tmp_path, None)
+    assert nlvr2_feature_files(["hidden"], tmp_path, None) == {nl / "hidden_obj36.tsv": None}  # --test hidden
+    with pytest.raises(ValueError, match="NLVR2 split 'dev'"):
+        nlvr2_feature_files(["dev"], tmp_path, None)
 
 
 # ---- VQA ----------------------------------------------------------------------------------------

@@ -40,3 +40,85 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# --------------------------------------------------------------------------------------------------
+# What a file looks like, for the error a loader gives when the file is not what it expects.
+
+_HEAD_BYTES = 4096
+LFS_MAGIC = b"version https://git-lfs.github.com/spec"
+
+
+def _zip_complete(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            zf.infolist()
+        return True
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False
+
+
+def _safetensors_like(head: bytes, size: int) -> bool:
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 0 < n <= size - 8 and head[8:9] == b"{"
+
+
+def describe_file(path: str | Path) -> str:
+    """A short phrase saying what ``path`` holds, judged from its first bytes.
+
+    "an empty file", "an HTML page", "a git-LFS pointer", "a JSON document", "a text file ('...')",
+    "a truncated zip archive", "a zip archive", "a pickle", "a safetensors file", "binary data".
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        return "an empty file"
+    with open(path, "rb") as f:
+        head = f.read(_HEAD_BYTES)
+    if head.startswith(LFS_MAGIC):
+        return "a git-LFS pointer (a small text stub, not the file itself)"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive" if _zip_complete(path) else "a truncated zip archive (an interrupted download?)"
+    if head[:1] == b"\x80":
+        return "a pickle"
+    if _safetensors_like(head, size):
+        return "a safetensors file"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in text[:512]:
+        return "an HTML page"
+    if text.startswith(b"<?xml"):
+        return "an XML document"
+    if b"\0" not in head:
+        try:
+            decoded = head.decode("utf-8")
+        except UnicodeDecodeError as err:
+            decoded = head[: err.start].decode("utf-8") if err.start > len(head) - 4 else ""
+        if decoded.strip():
+            if decoded.lstrip()[:1] in ("{", "["):
+                return "a JSON document"
+            first = " ".join(decoded.split())[:40]
+            return f"a text file (starting {first!r})"
+    return "binary data of an unknown format"
+
+
+def not_a(path: str | Path, expected: str) -> str | None:
+    """Why ``path`` cannot be ``expected`` ("a PyTorch checkpoint", ...), or None when it may be.
+
+    Only the shapes that are never a checkpoint are reported: empty files, web pages, LFS pointers,
+    JSON/text, truncated zips. The message names the file and ends with what to do about it.
+    """
+    kind = describe_file(path)
+    hints = {
+        "an empty file": "; the download or save did not finish, fetch or write it again",
+        "an HTML page": "; was the download redirected (a login, error or confirmation page)?",
+        "an XML document": "; an error answer of the server (e.g. S3 AccessDenied/NoSuchKey)?",
+        "a git-LFS pointer (a small text stub, not the file itself)": "; fetch the real file (git lfs pull)",
+        "a truncated zip archive (an interrupted download?)": "; download it again",
+    }
+    if kind in ("a zip archive", "a pickle", "a safetensors file", "binary data of an unknown format"):
+        return None
+    return f"{path} is {kind}, not {expected}{hints.get(kind, '')}"

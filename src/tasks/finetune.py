@@ -22,6 +22,7 @@ from lxrt import (
     remap_answer_head,
     resolve_checkpoint,
 )
+from tasks.preflight import preflight, prepare_test_split
 
 DEFAULT_BERT_DIRS = ("snap/bert/bert-base-uncased", "data/bert")
 
@@ -113,7 +114,10 @@ def main(
     parser = cli.build_parser(description, recipe)
     args = parser.parse_args(argv)
     cfg = cli.config_from_args(args)
+    if not args.print_config:
+        preflight(cfg.task, cfg, multi_gpu=args.multiGPU)
     task = make_task(cfg, args)
     if args.print_config:
         cli.print_config_and_exit(cfg, getattr(task, "options_dict", lambda: None)())
+    prepare_test_split(task, cfg)
     return run(task, cfg, device=args.device)

@@ -1,0 +1,35 @@
+"""What every entry point checks before it loads a model or trains: split names, the data files,
+``--multiGPU`` without GPUs, and the completeness of a server split (so that a run never trains for
+hours and then fails on its test split)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+
+from engine.config import TrainConfig
+from engine.validate import multi_gpu_note
+from tasks.datacheck import MissingDataError, require_data
+from tasks.splits import SplitNameError, check_run_splits
+
+
+def preflight(task_name: str, cfg: TrainConfig, multi_gpu: bool = False) -> None:
+    """Exit with one clear message when the run cannot start; warn about ``--multiGPU`` on a CPU."""
+    note = multi_gpu_note(multi_gpu, torch.cuda.is_available())
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+    try:
+        check_run_splits(task_name, cfg.train, cfg.valid, cfg.test)
+        pretrained = [p for p in (cfg.load_lxmert, cfg.load_lxmert_qa) if p]
+        require_data(task_name, cfg.train, cfg.valid, cfg.test, cfg.data_root, pretrained)
+    except (SplitNameError, MissingDataError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def prepare_test_split(task: Any, cfg: TrainConfig) -> None:
+    """Open the ``--test`` split up front when the run also trains: its completeness check
+    (``tasks.completeness``) then fails before training, not after it."""
+    if cfg.train and cfg.test:
+        task.dataset(cfg.test, train=False, full=True)

@@ -297,9 +297,12 @@ class StoreWriter:
         if self._done:
             return
         self._done = True
+        # Closing a file flushes its buffer, which fails again on a full disk: the folder goes anyway.
         for f in self._all_files():
-            f.discard()
-        self._ids_file.close()
+            with contextlib.suppress(OSError):
+                f.discard()
+        with contextlib.suppress(OSError):
+            self._ids_file.close()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def close(self) -> Path:

@@ -2,10 +2,40 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+LOW_SPACE_BYTES = 64 << 20
+
+
+class DiskFullError(OSError):
+    """A write that ran out of disk space; the message names the folder and what was kept."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def is_disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether ``err`` (raised while writing into ``folder``) means the disk is full.
+
+    ``torch.save`` reports a full disk as "PytorchStreamWriter failed writing file ... file write
+    failed" without the errno; that message with little space left in ``folder`` counts too.
+    """
+    if isinstance(err, DiskFullError):
+        return False
+    if isinstance(err, OSError):
+        return err.errno in DISK_FULL_ERRNOS
+    if isinstance(err, RuntimeError) and ("write failed" in str(err) or "failed writing" in str(err)):
+        try:
+            return shutil.disk_usage(folder).free < LOW_SPACE_BYTES
+        except OSError:
+            return False
+    return False
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -25,8 +55,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         # mkstemp makes the file private; give it the permissions a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(err, path.parent):
+            before = f"the previous {path.name} is intact" if path.exists() else f"{path.name} was not written"
+            raise DiskFullError(errno.ENOSPC, f"no space left on {path.parent} while writing {path.name}; {before}. "
+                                "Free some space and run again") from err
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -121,7 +121,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.print_config:
         cli.print_config_and_exit(cfg, task.options_dict())
     save_options(task, cfg)
-    return run(task, cfg, device=args.device)
+    from tasks.preflight import user_errors
+
+    with user_errors():
+        return run(task, cfg, device=args.device)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from lxrt import (
     remap_answer_head,
     resolve_checkpoint,
 )
-from tasks.preflight import preflight, prepare_test_split
+from tasks.preflight import preflight, prepare_test_split, user_errors
 
 DEFAULT_BERT_DIRS = ("snap/bert/bert-base-uncased", "data/bert")
 
@@ -116,8 +116,9 @@ def main(
     cfg = cli.config_from_args(args)
     if not args.print_config:
         preflight(cfg.task, cfg, multi_gpu=args.multiGPU)
-    task = make_task(cfg, args)
-    if args.print_config:
-        cli.print_config_and_exit(cfg, getattr(task, "options_dict", lambda: None)())
-    prepare_test_split(task, cfg)
-    return run(task, cfg, device=args.device)
+    with user_errors():
+        task = make_task(cfg, args)
+        if args.print_config:
+            cli.print_config_and_exit(cfg, getattr(task, "options_dict", lambda: None)())
+        prepare_test_split(task, cfg)
+        return run(task, cfg, device=args.device)

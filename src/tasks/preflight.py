@@ -5,14 +5,38 @@ hours and then fails on its test split)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from engine.config import TrainConfig
-from engine.validate import multi_gpu_note
+from engine.validate import ResumeMismatchError, multi_gpu_note
+from features.store import StoreError
+from features.tsv import TSVFormatError
+from lxrt.checkpoint import CheckpointError
+from lxrt.fileio import DiskFullError
+from tasks.answers import DataFormatError
+from tasks.completeness import IncompleteSubmissionError
+from tasks.data_common import MissingFeaturesError
 from tasks.datacheck import MissingDataError, require_data
 from tasks.splits import SplitNameError, check_run_splits
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    CheckpointError, DataFormatError, DiskFullError, IncompleteSubmissionError, MissingDataError,
+    MissingFeaturesError, ResumeMismatchError, SplitNameError, StoreError, TSVFormatError,
+)
+"""Errors about the user's files and settings: their message says it all, without a traceback."""
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn ``USER_ERRORS`` into ``SystemExit("error: <message>")`` (exit status 1)."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def preflight(task_name: str, cfg: TrainConfig, multi_gpu: bool = False) -> None:

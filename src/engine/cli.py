@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lxrt import LXRTConfig
+from lxrt.fileio import describe_file
 
 from . import recipes
 from .config import TrainConfig
@@ -105,7 +106,7 @@ def model_config(spec: str | None, base: LXRTConfig) -> LXRTConfig:
     try:
         return LXRTConfig.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, ValueError, TypeError) as e:
-        raise SystemExit(f"--model-config {path}: {e}") from e
+        raise SystemExit(f"--model-config {path}: {e} (the file is {describe_file(path)})") from None
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

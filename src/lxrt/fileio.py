@@ -28,6 +28,8 @@ def is_disk_full(err: BaseException, folder: Path) -> bool:
     """
     if isinstance(err, DiskFullError):
         return False
+    if "No space left on device" in str(err):
+        return True
     if isinstance(err, OSError):
         return err.errno in DISK_FULL_ERRNOS
     if isinstance(err, RuntimeError) and ("write failed" in str(err) or "failed writing" in str(err)):

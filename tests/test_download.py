@@ -563,3 +563,15 @@ def test_verify_refetches_files_damaged_or_unrecorded_on_disk(http: Served, tmp_
     assert main([*args, "--verify"]) == 0
     assert out.read_bytes() == tsv
     assert (root / "vqa/minival.json").read_bytes() == b"[1, 2, 3]"
+
+
+def test_short_transfer_is_never_recorded_as_done(http: Served, tmp_path: Path) -> None:
+    http.put("/mirror/lxmert_data/vqa/minival.json", PAYLOAD)
+    http.drop_after = 1_000_000  # the server announces the full Content-Length, then hangs up
+    root = tmp_path / "data"
+    assert main(_mirror_args(http, root, "vqa/minival")) == 1
+    assert not (root / "vqa/minival.json").exists()
+    assert not (root / "download.lock.json").exists()
+    assert main(_mirror_args(http, root, "vqa/minival")) == 0  # resumes the kept bytes
+    assert (root / "vqa/minival.json").read_bytes() == PAYLOAD
+    assert _lock(root)["data/vqa/minival.json"]["size"] == len(PAYLOAD)

@@ -79,6 +79,7 @@ def _bash(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("script", "args", "command", "missing"),
     [

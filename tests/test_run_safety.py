@@ -111,6 +111,7 @@ def _history(run: Path) -> list[dict]:
     return json.loads((run / "history.json").read_text())
 
 
+@pytest.mark.slow
 def test_resumed_run_reads_like_one_run(base: Path, straight: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     vqa.main(_args(base, out, *TRAIN, "--max-steps", "9"))  # stops in epoch 1, after 3 of its 6 steps
@@ -145,6 +146,7 @@ def test_resume_with_changed_settings_is_refused(base: Path, tmp_path: Path) -> 
         vqa.main([*_args(base, out, *TRAIN, "--resume"), "--model-config", str(other)])
 
 
+@pytest.mark.slow
 def test_rerun_without_resume_starts_the_files_anew(base: Path, straight: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     shutil.copytree(straight, out)

@@ -109,6 +109,7 @@ RESUME_FIXED: dict[str, str] = {
     "tiny": "--tiny",
     "fast": "--fast",
     "max_seq_length": "--max-seq-length",
+    "amp": "--amp",  # the fp16 grad scaler's state exists only with fp16
     "model": "--model-config / --llayers / --xlayers / --rlayers",
     "task": "the task",
 }

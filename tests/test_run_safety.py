@@ -83,6 +83,7 @@ def test_server_split_with_missing_features_fails_or_is_written_with_allow_missi
     ids = _written_ids(out / predict)
     assert len(ids) == total - 1 and missing_id not in ids
     assert any("LACK 1 of" in r.getMessage() for r in caplog.records)
+    assert any(f"{predict} LACKS 1 of {total}" in r.getMessage() for r in caplog.records)
 
 
 def test_incomplete_test_split_fails_before_training(base: Path, tmp_path: Path) -> None:

@@ -99,3 +99,15 @@ def submission_ids(dataset: Any, allow_missing: bool) -> list[Any]:
     if not allow_missing:
         recs = [*dataset.data, *missing_records(dataset)]
     return [rec[dataset.id_key] for rec in recs]
+
+
+def note_incomplete(task: str, dataset: Any, written: Path) -> None:
+    """After ``--allow-missing`` wrote a server split: say once more, last, what the file lacks."""
+    split_of = getattr(dataset, "split_of", {})
+    recs = [r for r in missing_records(dataset)
+            if is_server_split(task, split_of.get(r[dataset.id_key], dataset.name))]
+    if recs:
+        get_logger().warning(
+            f"{written} LACKS {len(recs)} of {len(recs) + len(dataset.data)} questions (no image features, "
+            "--allow-missing); they are listed in <split>_missing.txt beside it"
+        )

@@ -14,7 +14,7 @@ from engine.batch import Batch
 from engine.config import TrainConfig
 from engine.task import Task
 from lxrt.tokenization import LXRTTokenizer
-from tasks.completeness import check_server_split, submission_ids
+from tasks.completeness import check_server_split, note_incomplete, submission_ids
 from tasks.data_common import subset_topk
 from tasks.finetune import load_initial_weights
 from tasks.finetune import main as run_main
@@ -79,7 +79,9 @@ class NLVR2Task(Task):
         self, predictions: Mapping[str, int], dataset: NLVR2Dataset, output_dir: Path, split: str
     ) -> list[Path]:
         expected = submission_ids(dataset, self.cfg.allow_missing)
-        return [write_predictions("nlvr2", predictions, output_dir, split, expected=expected)]
+        written = write_predictions("nlvr2", predictions, output_dir, split, expected=expected)
+        note_incomplete(self.name, dataset, written)
+        return [written]
 
 
 def make_task(cfg: TrainConfig, args: argparse.Namespace) -> NLVR2Task:

@@ -17,7 +17,7 @@ from engine.task import Task
 from lxrt import LXRTConfig
 from lxrt.tokenization import LXRTTokenizer
 from tasks.answers import AnswerTable, PretrainAnswerTable, convert_ans
-from tasks.completeness import check_server_split, submission_ids
+from tasks.completeness import check_server_split, note_incomplete, submission_ids
 from tasks.data_common import TaskDataset, subset_topk
 from tasks.finetune import load_initial_weights
 from tasks.metrics import oracle_accuracy, soft_score_accuracy
@@ -99,6 +99,7 @@ class QATask(Task):
     ) -> list[Path]:
         expected = submission_ids(dataset, self.cfg.allow_missing)
         files = [write_predictions(self.name, predictions, output_dir, split, expected=expected)]
+        note_incomplete(self.name, dataset, files[0])
         if dataset.has_labels:
             labels = {rec[dataset.id_key]: rec["label"] for rec in dataset.data}
             get_logger().info(f"{split}: oracle accuracy {oracle_accuracy(labels) * 100:.2f}")

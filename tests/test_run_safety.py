@@ -108,6 +108,14 @@ def straight(base: Path, tmp_path_factory) -> Path:
     return out
 
 
+def _scalars(run: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    return [(e.step, round(e.value, 5)) for e in acc.Scalars(tag)]
+
+
 def _history(run: Path) -> list[dict]:
     return json.loads((run / "history.json").read_text())
 
@@ -119,7 +127,12 @@ def test_resumed_run_reads_like_one_run(base: Path, straight: Path, tmp_path: Pa
     assert "Epoch 1" not in (out / "log.log").read_text()
     with open(out / "log.log", "a") as f:  # as if killed after an epoch's lines, before its checkpoint
         f.write("Epoch 1: Train 99.00\n")
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(out / "tb")) as tb:  # ... and after logging its scalars
+        tb.add_scalar("train/loss", 99.0, 12)
     vqa.main(_args(base, out, *TRAIN, "--resume"))
+    assert _scalars(out, "train/loss") == _scalars(straight, "train/loss")
     lines = (out / "log.log").read_text().splitlines()
     assert lines == (straight / "log.log").read_text().splitlines()
     assert [ln.split(":")[0] for ln in lines].count("Epoch 1") == 3  # Train, Valid, Best, once each

@@ -266,6 +266,7 @@ class Trainer:
             self._truncate_steps(start_epoch * steps_per_epoch + start_step)
             if env.is_main:
                 trim_original_log(self.out, start_epoch)
+                self.report.resume_at(start_epoch * steps_per_epoch + start_step + 1)
             resumed_progress = state.get("epoch_progress") or {}
         elif cfg.resume:
             self.log.info(f"--resume: no {RESUME_FILE} in {self.out}, starting from the beginning")

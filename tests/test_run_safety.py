@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -129,8 +130,10 @@ def test_resumed_run_reads_like_one_run(base: Path, straight: Path, tmp_path: Pa
         f.write("Epoch 1: Train 99.00\n")
     from torch.utils.tensorboard import SummaryWriter
 
+    time.sleep(1.1)  # event files are read in name order, and names start with the second they were made
     with SummaryWriter(str(out / "tb")) as tb:  # ... and after logging its scalars
         tb.add_scalar("train/loss", 99.0, 12)
+    time.sleep(1.1)
     vqa.main(_args(base, out, *TRAIN, "--resume"))
     assert _scalars(out, "train/loss") == _scalars(straight, "train/loss")
     lines = (out / "log.log").read_text().splitlines()

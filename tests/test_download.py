@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import socket
 import subprocess
@@ -499,3 +500,78 @@ def test_cli_fetches_and_unpacks_from_mirror(http: Served, tmp_path: Path) -> No
     requests_made = len(http.log)
     assert main(args) == 0  # everything present: nothing fetched again
     assert len(http.log) == requests_made
+
+
+# ----------------------------------------------------------------------------------------------------
+# The lock file beside the data, and --verify
+
+
+def _mirror_args(http: Served, root: Path, *names: str) -> list[str]:
+    return [*names, "--base-url", f"{http.base}/mirror", "--data-root", str(root), "--no-progress", "--retries", "0"]
+
+
+def _lock(root: Path) -> dict:
+    return json.loads((root / "download.lock.json").read_text())["files"]
+
+
+def test_completed_downloads_are_recorded_beside_the_data(http: Served, tmp_path: Path) -> None:
+    tsv = b"COCO_val2014_000000000042\t480\t640\n" * 50
+    http.put("/mirror/lxmert_data/mscoco_imgfeat/val2014_obj36.zip", _zip_bytes({"val2014_obj36.tsv": tsv}))
+    http.put("/mirror/lxmert_data/vqa/minival.json", b'[{"question_id": 1}]')
+    root = tmp_path / "data"
+    assert main(_mirror_args(http, root, "mscoco_imgfeat/val2014_obj36", "vqa/minival")) == 0
+    files = _lock(root)
+    assert files["data/vqa/minival.json"]["size"] == 20
+    assert files["data/vqa/minival.json"]["sha256"] == sha256(b'[{"question_id": 1}]')
+    assert files["data/mscoco_imgfeat/val2014_obj36.tsv"]["sha256"] == sha256(tsv)
+    assert "data/mscoco_imgfeat/val2014_obj36.zip" in files  # the transfer itself, for --verify's size check
+
+
+def test_verify_refetches_what_the_server_now_has_in_full(http: Served, tmp_path: Path) -> None:
+    full = json.dumps([{"question_id": i, "sent": "x" * 40} for i in range(200)]).encode()
+    http.put("/mirror/lxmert_data/vqa/minival.json", full[: len(full) // 3])  # a truncated mirror copy
+    root = tmp_path / "data"
+    args = _mirror_args(http, root, "vqa/minival")
+    assert main(args) == 0
+    http.put("/mirror/lxmert_data/vqa/minival.json", full)  # the mirror is repaired
+    asked = len(http.log)
+    assert main(args) == 0
+    assert len(http.log) == asked  # without --verify a present file is trusted
+    assert main([*args, "--verify"]) == 0
+    assert (root / "vqa/minival.json").read_bytes() == full
+    assert _lock(root)["data/vqa/minival.json"]["sha256"] == sha256(full)
+    asked = len(http.log)
+    assert main([*args, "--verify"]) == 0
+    assert (root / "vqa/minival.json").read_bytes() == full
+    assert len(http.log) == asked + 1  # one look at the server's size, no transfer
+
+
+def test_verify_refetches_files_damaged_or_unrecorded_on_disk(http: Served, tmp_path: Path) -> None:
+    tsv = b"COCO_val2014_000000000042\t480\t640\n" * 50
+    http.put("/mirror/lxmert_data/mscoco_imgfeat/val2014_obj36.zip", _zip_bytes({"val2014_obj36.tsv": tsv}))
+    http.put("/mirror/lxmert_data/vqa/minival.json", b"[1, 2, 3]")
+    root = tmp_path / "data"
+    args = _mirror_args(http, root, "mscoco_imgfeat/val2014_obj36", "vqa/minival")
+    assert main(args) == 0
+    out = root / "mscoco_imgfeat/val2014_obj36.tsv"
+    damaged = bytearray(tsv)
+    damaged[100] ^= 0xFF  # same size, one byte flipped
+    out.write_bytes(bytes(damaged))
+    (root / "download.lock.json").write_text(json.dumps({"files": {
+        k: v for k, v in _lock(root).items() if k != "data/vqa/minival.json"}}))
+    (root / "vqa/minival.json").write_bytes(b"[1, 2")  # placed by hand: no record of a completed download
+    assert main([*args, "--verify"]) == 0
+    assert out.read_bytes() == tsv
+    assert (root / "vqa/minival.json").read_bytes() == b"[1, 2, 3]"
+
+
+def test_short_transfer_is_never_recorded_as_done(http: Served, tmp_path: Path) -> None:
+    http.put("/mirror/lxmert_data/vqa/minival.json", PAYLOAD)
+    http.drop_after = 1_000_000  # the server announces the full Content-Length, then hangs up
+    root = tmp_path / "data"
+    assert main(_mirror_args(http, root, "vqa/minival")) == 1
+    assert not (root / "vqa/minival.json").exists()
+    assert not (root / "download.lock.json").exists()
+    assert main(_mirror_args(http, root, "vqa/minival")) == 0  # resumes the kept bytes
+    assert (root / "vqa/minival.json").read_bytes() == PAYLOAD
+    assert _lock(root)["data/vqa/minival.json"]["size"] == len(PAYLOAD)

@@ -35,6 +35,7 @@ import urllib3.exceptions
 from tqdm import tqdm
 
 from datatools import sources as manifest
+from datatools.lockfile import DownloadLock
 from lxrt.fileio import atomic_write
 
 log = logging.getLogger(__name__)
@@ -475,6 +476,7 @@ def download(
     session: requests.Session | None = None,
     s3_client: Any = None,
     backoff: float = 1.0,
+    digests_out: dict[str, Any] | None = None,
 ) -> Path:
     """Fetch ``url`` (http(s)://, s3://bucket/key or file://) to ``dest`` and return ``dest``.
 
@@ -483,6 +485,7 @@ def download(
     call resumes (HTTP Range / S3 ranged GET) when the remote file is unchanged; transient failures are
     retried ``retries`` times with exponential ``backoff``. A checksum or size mismatch raises
     ``DownloadError`` and leaves the bytes in ``<dest>.part-bad``; ``dest`` only ever appears complete.
+    ``digests_out`` receives the SHA-256 of a completed transfer (``{}`` when ``dest`` was kept).
     """
     dest = Path(dest)
     expected = {a: h.strip().lower() for a, h in (("sha256", sha256), ("md5", md5)) if h}
@@ -498,7 +501,7 @@ def download(
     part_path = dest.with_name(dest.name + ".part")
     meta_path = dest.with_name(dest.name + ".part.json")
     transport = _transport(url, session, s3_client, timeout)
-    part = _PartFile(part_path, list(expected))
+    part = _PartFile(part_path, sorted({*expected, "sha256"}))
     try:
         _fill_part(transport, url, part, meta_path, retries, backoff, progress, dest.name)
         digests = part.finish()
@@ -523,6 +526,8 @@ def download(
     os.replace(part_path, dest)
     meta_path.unlink(missing_ok=True)
     _fsync_dir(dest.parent)
+    if digests_out is not None:
+        digests_out.update(sha256=digests["sha256"], size=size)
     return dest
 
 
@@ -675,14 +680,76 @@ def _outputs(entry: manifest.Source, cfg: FetchConfig) -> list[Path]:
     return [manifest.resolve(o, cfg.data_root, cfg.snap_root) for o in entry.outputs or (entry.dest,)]
 
 
-def fetch_source(entry: manifest.Source, cfg: FetchConfig, session: requests.Session | None = None) -> list[Path]:
-    """Download one manifest entry (and unpack it, for archives); returns the files it provides."""
+def remote_size(url: str, cfg: FetchConfig, session: requests.Session | None = None) -> int | None:
+    """The size the server gives for ``url`` now (Content-Length, S3 ContentLength, file size), or None."""
+    transport = _transport(url, session, None, cfg.timeout)
+    try:
+        body = transport.open(0, None)
+        body.close()
+        return body.total
+    finally:
+        if session is None and isinstance(transport, _HttpTransport):
+            transport.session.close()
+
+
+def verify_source(
+    entry: manifest.Source, cfg: FetchConfig, lock: DownloadLock, session: requests.Session | None = None
+) -> list[str]:
+    """What is wrong with ``entry``'s files on disk (empty: each matches its lock record, and the
+    server still offers the size that was downloaded)."""
+    problems = []
+    keys = entry.outputs or (entry.dest,)
+    for key, out in zip(keys, _outputs(entry, cfg)):
+        rec = lock.get(key)
+        if not out.is_file():
+            problems.append(f"{out}: missing")
+        elif rec is None:
+            problems.append(f"{out}: no record of a completed download in {lock.path}")
+        elif out.stat().st_size != rec["size"]:
+            problems.append(f"{out}: {out.stat().st_size} bytes on disk, {rec['size']} when downloaded")
+        elif _file_digests(out, ["sha256"], cfg.progress)["sha256"] != rec["sha256"]:
+            problems.append(f"{out}: SHA-256 differs from the one recorded when it was downloaded")
+    fetched = lock.get(entry.dest)
+    url = entry.url_from(cfg.base_url)
+    if not problems and fetched is not None:
+        now = remote_size(url, cfg, session)
+        if now is not None and now != fetched["size"]:
+            problems.append(f"{url} now has {now} bytes, the downloaded copy had {fetched['size']}")
+    return problems
+
+
+def fetch_source(
+    entry: manifest.Source,
+    cfg: FetchConfig,
+    session: requests.Session | None = None,
+    lock: DownloadLock | None = None,
+    verify: bool = False,
+) -> list[Path]:
+    """Download one manifest entry (and unpack it, for archives); returns the files it provides.
+
+    Each completed file is recorded (size, SHA-256) in ``download.lock.json`` beside the data.
+    ``verify`` re-checks files already there against those records and the server, and fetches again
+    what does not match.
+    """
+    lock = lock if lock is not None else DownloadLock.beside(cfg.data_root)
     outputs = _outputs(entry, cfg)
+    dest = manifest.resolve(entry.dest, cfg.data_root, cfg.snap_root)
+    if verify and any(p.exists() for p in outputs):
+        problems = verify_source(entry, cfg, lock, session)
+        if not problems:
+            log.info("%s: verified", entry.name)
+            return outputs
+        log.warning("%s: %s; fetching it again", entry.name, "; ".join(problems))
+        for key, out in zip(entry.outputs or (entry.dest,), outputs):
+            out.unlink(missing_ok=True)
+            lock.forget(key)
+        dest.unlink(missing_ok=True)
+        lock.forget(entry.dest)
     if entry.archive and all(p.is_file() for p in outputs):
         log.info("%s: already unpacked", entry.name)
         return outputs
-    dest = manifest.resolve(entry.dest, cfg.data_root, cfg.snap_root)
     url = entry.url_from(cfg.base_url)
+    fetched: dict[str, Any] = {}
     download(
         url,
         dest,
@@ -692,7 +759,10 @@ def fetch_source(entry: manifest.Source, cfg: FetchConfig, session: requests.Ses
         retries=cfg.retries,
         timeout=cfg.timeout,
         session=session,
+        digests_out=fetched,
     )
+    if fetched:
+        lock.record(entry.dest, fetched["size"], fetched["sha256"], url)
     if not entry.archive:
         return outputs
     staging = dest.with_name(f".{dest.name}.unpacked")
@@ -713,6 +783,9 @@ def fetch_source(entry: manifest.Source, cfg: FetchConfig, session: requests.Ses
             out.parent.mkdir(parents=True, exist_ok=True)
             os.replace(found[out.name], out)
             _fsync_dir(out.parent)
+        for key, out in zip(entry.outputs, outputs):
+            digest = _file_digests(out, ["sha256"], cfg.progress)["sha256"]
+            lock.record(key, out.stat().st_size, digest, url, archive=entry.dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if not cfg.keep_archives:
@@ -766,6 +839,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=3, help="retries per file on transient errors (default: 3)")
     p.add_argument("--timeout", type=float, default=60, help="network timeout in seconds (default: 60)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-check files already on disk against the size and SHA-256 recorded in "
+        "<data-root>/download.lock.json when they were downloaded (and the server's current size); "
+        "fetch again what does not match",
+    )
     one = p.add_argument_group("single file")
     one.add_argument("--url", help="download this URL instead of manifest groups")
     one.add_argument("--out", type=Path, help="destination file for --url")
@@ -812,9 +892,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             _print_plan(entries, cfg)
             return 0
+        lock = DownloadLock.beside(cfg.data_root)
         with requests.Session() as session:
             for entry in tqdm(entries, desc="files", unit="file", disable=not progress or len(entries) < 2):
-                fetch_source(entry, cfg, session)
+                fetch_source(entry, cfg, session, lock=lock, verify=args.verify)
                 log.info("%s: done", entry.name)
     except DownloadError as err:
         print(f"error: {err}", file=sys.stderr)

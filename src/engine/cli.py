@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from lxrt import LXRTConfig
+from lxrt.fileio import describe_file
 
 from . import recipes
 from .config import TrainConfig
+from .validate import FLAG_TYPES, check_config
 
 MODEL_PRESETS = {"base": LXRTConfig(), "tiny": LXRTConfig.tiny()}
 
@@ -25,7 +27,7 @@ _FIELDS = {
     "max_seq_length": "max_seq_length", "weight_decay": "weight_decay",
 }
 _SWITCHES = {"tiny": "tiny", "fast": "fast", "fromScratch": "from_scratch", "compile": "compile",
-             "fsdp": "fsdp", "resume": "resume"}
+             "fsdp": "fsdp", "resume": "resume", "allow_missing": "allow_missing"}
 
 
 def build_parser(description: str, recipe: str) -> argparse.ArgumentParser:
@@ -77,7 +79,20 @@ def build_parser(description: str, recipe: str) -> argparse.ArgumentParser:
     n.add_argument("--full-encoder", action="store_true", help="compute every output row (no pooled-only path)")
     n.add_argument("--no-progress", action="store_true", help="no progress bars")
     n.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    n.add_argument("--allow-missing", dest="allow_missing", action="store_true", default=None,
+                   help="write a server split's submission even when some questions have no image features "
+                   "(they are listed in <output>/<split>_missing.txt); without it such a run fails")
+    apply_flag_types(p)
     return p
+
+
+def apply_flag_types(parser: argparse.ArgumentParser) -> None:
+    """Give every numeric flag its range check (``engine.validate.FLAG_TYPES``), so that a bad value
+    stops at parse time with the flag's name."""
+    for action in parser._actions:
+        for opt in action.option_strings:
+            if opt in FLAG_TYPES:
+                action.type = FLAG_TYPES[opt]
 
 
 def model_config(spec: str | None, base: LXRTConfig) -> LXRTConfig:
@@ -91,7 +106,7 @@ def model_config(spec: str | None, base: LXRTConfig) -> LXRTConfig:
     try:
         return LXRTConfig.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, ValueError, TypeError) as e:
-        raise SystemExit(f"--model-config {path}: {e}") from e
+        raise SystemExit(f"--model-config {path}: {e} (the file is {describe_file(path)})") from None
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -112,7 +127,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model = model_config(getattr(args, "model_config", None), cfg.model)
     layers = {k: getattr(args, k) for k in ("llayers", "xlayers", "rlayers") if getattr(args, k, None) is not None}
     changes["model"] = model.replace(**layers) if layers else model
-    return cfg.replace(**changes)
+    cfg = cfg.replace(**changes)
+    try:
+        check_config(cfg)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    return cfg
 
 
 def print_config_and_exit(cfg: TrainConfig, extra: dict[str, Any] | None = None) -> None:

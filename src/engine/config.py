@@ -51,6 +51,7 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimizer steps (0: all epochs)
     progress: bool = True
     pooled_only: bool = True  # skip encoder work no pooled-output head uses
+    allow_missing: bool = False  # server splits: write the questions that have features (else fail)
     model: LXRTConfig = field(default_factory=LXRTConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,8 +28,10 @@ from .distributed import DistEnv, ShardSampler
 from .flops import device_peak_flops, train_flops
 from .optim import build_optimizer, clip_grad_norm, current_lr
 from .report import RunReport, get_logger, setup_logging
+from .runfiles import start_new_run, trim_original_log
 from .state import RESUME_FILE, load_training_state, rng_state, save_training_state, seed_everything, set_rng_state
 from .task import Task
+from .validate import check_resume_config
 
 STEPS_FILE = "steps.jsonl"
 
@@ -53,6 +55,7 @@ class Trainer:
         self.task, self.cfg, self.env = task, cfg, env
         self.log = get_logger()
         self.out = cfg.output_dir
+        self._steps_per_epoch: int | None = None
         self.started = time.perf_counter()
         self.report = RunReport(self.out, enabled=env.is_main)
         self._pending_parts: list[Mapping[str, Tensor]] = []  # per-step loss parts not yet in steps.jsonl
@@ -164,6 +167,7 @@ class Trainer:
     def _resume_state(self, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
         path = self.out / RESUME_FILE
         state = load_training_state(path)
+        check_resume_config(state.get("config"), self.cfg, path, state.get("steps_per_epoch"), self._steps_per_epoch)
         if self.cfg.fsdp and self.env.distributed:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
@@ -193,10 +197,25 @@ class Trainer:
                 "rng": rng_state(),
                 "history": self.report.history,
                 "config": self.cfg.to_dict(),
+                "steps_per_epoch": self._steps_per_epoch,
                 **position,
             }
             save_training_state(self.out / RESUME_FILE, state)
         dist_utils.barrier()
+
+    def _epoch_progress(
+        self, train_preds: dict[Any, Any], loss_sum: Tensor, part_sums: Mapping[str, Tensor], batches: int,
+        seen: int, t0: float,
+    ) -> dict[str, Any]:
+        """The running epoch's counts so far (every rank's predictions), kept in a mid-epoch checkpoint."""
+        return {
+            "train_preds": dist_utils.gather_dicts(train_preds, self.env),
+            "loss_sum": float(loss_sum),
+            "part_sums": {k: float(v) for k, v in part_sums.items()},
+            "batches": batches,
+            "seen": seen,
+            "seconds": time.perf_counter() - t0,
+        }
 
     def _log_steps(self, first_step: int, losses: list[Tensor], lrs: list[float], times: list[float]) -> None:
         """Append one JSON line per step: index, loss, its named parts (pretraining: Mask_LM, ...), lr, and
@@ -252,6 +271,7 @@ class Trainer:
                 "lower --batchSize or add data"
             )
         t_total = steps_per_epoch * cfg.epochs
+        self._steps_per_epoch = steps_per_epoch
         optimizer, scheduler = build_optimizer(
             self.wrapped, cfg.optim, cfg.lr, t_total, cfg.warmup, cfg.weight_decay
         )
@@ -260,10 +280,15 @@ class Trainer:
             f"epochs, batch {cfg.batch_size} ({per_rank}/process), optimizer {cfg.optim}, lr {cfg.lr}"
         )
         start_epoch, start_step, best = 0, 0, task.initial_best()
+        resumed_progress: dict[str, Any] = {}
         if cfg.resume and (self.out / RESUME_FILE).is_file():
             state = self._resume_state(optimizer, scheduler)
             start_epoch, start_step, best = state["epoch"], state["step"], state.get("best", best)
             self._truncate_steps(start_epoch * steps_per_epoch + start_step)
+            if env.is_main:
+                trim_original_log(self.out, start_epoch)
+                self.report.resume_at(start_epoch * steps_per_epoch + start_step + 1)
+            resumed_progress = state.get("epoch_progress") or {}
         elif cfg.resume:
             self.log.info(f"--resume: no {RESUME_FILE} in {self.out}, starting from the beginning")
         oracle = task.oracle_score(valid_set) if valid_set is not None and env.is_main else None
@@ -279,13 +304,19 @@ class Trainer:
                 train_set.set_epoch(epoch)
             loader = self._loader(train_set, sampler, per_rank, drop_last=True, seed=cfg.seed + epoch)
             self.wrapped.train()
-            train_preds: dict[Any, Any] = {}
+            # A resumed epoch continues the counts of its first part, so its record covers it whole.
+            train_preds: dict[Any, Any] = dict(resumed_progress.get("train_preds", {}))
             losses: list[Tensor] = []
             lrs: list[float] = []
             times: list[float] = []
-            epoch_loss, epoch_batches = torch.zeros((), device=env.device), 0
-            epoch_parts: dict[str, Tensor] = {}
-            t0, seen = time.perf_counter(), 0
+            epoch_loss = torch.tensor(float(resumed_progress.get("loss_sum", 0.0)), device=env.device)
+            epoch_batches = int(resumed_progress.get("batches", 0))
+            epoch_parts: dict[str, Tensor] = {
+                k: torch.tensor(float(v), device=env.device) for k, v in resumed_progress.get("part_sums", {}).items()
+            }
+            t0 = time.perf_counter() - float(resumed_progress.get("seconds", 0.0))
+            seen = int(resumed_progress.get("seen", 0))
+            resumed_progress = {}
             bar = self._progress(loader, len(loader), f"epoch {epoch + 1}/{cfg.epochs}")
             for batch in bar:
                 batch = batch.to(env.device, non_blocking=True)
@@ -315,7 +346,9 @@ class Trainer:
                 if cfg.save_every and global_step % cfg.save_every == 0:
                     self._log_steps(global_step - len(losses), losses, lrs, times)
                     losses, lrs, times = [], [], []
-                    self._checkpoint(optimizer, scheduler, epoch=epoch, step=start_step, best=best)
+                    progress = self._epoch_progress(train_preds, epoch_loss, epoch_parts, epoch_batches, seen, t0)
+                    self._checkpoint(optimizer, scheduler, epoch=epoch, step=start_step, best=best,
+                                     epoch_progress=progress)
                 if cfg.max_steps and global_step >= cfg.max_steps:
                     done = True
                     break
@@ -326,13 +359,16 @@ class Trainer:
                 **train_loss_means(epoch_loss, epoch_parts, epoch_batches, env),
                 "train/examples_per_s": seen / elapsed if elapsed > 0 else math.nan,
             }
+            if done and start_step < steps_per_epoch:
+                # Stopped mid-epoch (--max-steps): keep a resumable checkpoint, skip epoch-end work
+                # (the epoch's "Train" line is written when a resumed run finishes it).
+                progress = self._epoch_progress(train_preds, epoch_loss, epoch_parts, epoch_batches, seen, t0)
+                self._checkpoint(optimizer, scheduler, epoch=epoch, step=start_step, best=best,
+                                 epoch_progress=progress)
+                break
             train_preds = dist_utils.gather_dicts(train_preds, env)
             train_metrics = task.score(train_preds, train_set)
             record.update({f"train/{k}": v for k, v in train_metrics.items()})
-            if done and start_step < steps_per_epoch:
-                # Stopped mid-epoch (--max-steps): keep a resumable checkpoint, skip epoch-end work.
-                self._checkpoint(optimizer, scheduler, epoch=epoch, step=start_step, best=best)
-                break
             metrics = None
             if valid_set is not None:
                 _, metrics = self.evaluate(valid_set, cfg.valid)
@@ -389,10 +425,18 @@ def run(task: Task, cfg: TrainConfig, device: str = "auto") -> dict[str, Any]:
     """Train and/or test ``task`` as ``cfg`` says, in this process (one of torchrun's, or alone)."""
     env = dist_utils.setup(device)
     out = cfg.output_dir
+    moved: list = []
     if env.is_main:
+        if cfg.train and not (cfg.resume and (out / RESUME_FILE).is_file()):
+            moved = start_new_run(out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.json", lambda tmp: tmp.write_text(cfg.to_json()))
     logger = setup_logging(out, env.is_main)
+    if moved:
+        logger.warning(
+            f"{out} held an earlier run: moved its {', '.join(p.name for p in moved)} into {out / 'previous'} "
+            "(add --resume to continue a run instead)"
+        )
     seed_everything(cfg.seed)
     result: dict[str, Any] = {}
     try:

@@ -53,6 +53,15 @@ class RunReport:
             except ImportError:  # tensorboard is optional at run time
                 get_logger().warning("tensorboard is not installed: no TensorBoard scalars")
 
+    def resume_at(self, step: int) -> None:
+        """A resumed run: TensorBoard readers drop the earlier run's scalars from ``step`` on (they are
+        logged again)."""
+        if self._tb is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb.close()
+            self._tb = SummaryWriter(str(self.output_dir / "tb"), purge_step=step)
+
     def original_log(self, line: str) -> None:
         """Append to ``log.log`` the lines the original wrote ("Epoch 0: Valid 65.43")."""
         if self.enabled:

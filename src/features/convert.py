@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from features.store import DTYPES, StoreError, StoreWriter, store_path_for, store_status, tsv_source
 from features.tsv import TSVFormatError, normalize_topk, parse_line
+from lxrt.fileio import is_disk_full
 
 
 @dataclass
@@ -31,6 +32,12 @@ class ConversionStats:
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def _store_estimate(tsv_bytes: int, dtype: str, limit: int | None) -> float:
+    """Rough store size: base64 text of float32 -> binary is ~3/4, fp16 halves it again."""
+    size = tsv_bytes * 0.75 * (0.5 if dtype == "float16" else 1.0)
+    return size if limit is None else min(size, limit * 36 * 2048 * (2 if dtype == "float16" else 4))
 
 
 def _dir_bytes(path: Path) -> int:
@@ -92,9 +99,15 @@ def convert_tsv(
             raise StoreError(f"{tsv_path} changed while it was being converted; run the conversion again")
         images, regions = len(writer), writer.num_regions
         writer.close()
-    except BaseException:
+    except BaseException as err:
         if writer is not None:
             writer.abort()
+        if is_disk_full(err, out.parent):
+            raise StoreError(
+                f"no space left on {out.parent} while converting {tsv_path} into {out}; the unfinished store was "
+                f"removed{' and the previous one is intact' if out.is_dir() else ''}. The store needs about "
+                f"{_store_estimate(source['size'], dtype, limit) / 1e9:.1f} GB: free space there and run again"
+            ) from err
         raise
     finally:
         bar.close()

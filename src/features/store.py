@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from features.tsv import normalize_topk
+from lxrt.fileio import describe_file
 
 FORMAT_NAME = "lxmert-feature-store"
 FORMAT_VERSION = 1
@@ -297,9 +298,12 @@ class StoreWriter:
         if self._done:
             return
         self._done = True
+        # Closing a file flushes its buffer, which fails again on a full disk: the folder goes anyway.
         for f in self._all_files():
-            f.discard()
-        self._ids_file.close()
+            with contextlib.suppress(OSError):
+                f.discard()
+        with contextlib.suppress(OSError):
+            self._ids_file.close()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def close(self) -> Path:
@@ -400,7 +404,7 @@ def read_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise StoreError(f"{meta_path}: unreadable store metadata ({err})") from None
+        raise StoreError(f"{meta_path}: unreadable store metadata ({err}; it is {describe_file(meta_path)})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise StoreError(f"{meta_path}: not a {FORMAT_NAME} metadata file")
     if meta.get("version") != FORMAT_VERSION:
@@ -511,7 +515,8 @@ class FeatureStore:
             try:
                 arr = np.load(file, mmap_mode="r")
             except (OSError, ValueError) as err:
-                raise StoreError(f"{file}: cannot map store array ({err}); rebuild the store") from None
+                kind = f"; it is {describe_file(file)}" if file.is_file() else ""
+                raise StoreError(f"{file}: cannot map store array ({err}{kind}); rebuild the store") from None
             shape, dtype = expected[name]
             if arr.shape != shape or arr.dtype != dtype:
                 raise StoreError(

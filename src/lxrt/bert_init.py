@@ -19,6 +19,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, LoadReport, load_state, read_state_dict
 from .config import LXRTConfig
+from .fileio import describe_file
 
 _CHECKED_FIELDS = (
     "vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",
@@ -45,8 +46,10 @@ def check_bert_config(config_path: Path, config: LXRTConfig) -> None:
     """Raise if the BERT checkpoint's sizes differ from the model's."""
     try:
         bert = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{config_path}: malformed JSON ({e})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"{config_path}: malformed JSON ({e}); it is {describe_file(config_path)}, expected a BERT config.json"
+        ) from None
     wrong = [
         f"{name}: checkpoint {bert[name]} vs model {getattr(config, name)}"
         for name in _CHECKED_FIELDS

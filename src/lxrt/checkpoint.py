@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .fileio import atomic_write
+from .fileio import atomic_write, describe_file, not_a
 
 StateDict = dict[str, Tensor]
 
@@ -57,23 +58,51 @@ def read_state_dict(path: str | Path) -> StateDict:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        why = not_a(path, "a safetensors file")
+        if why is not None:
+            raise CheckpointError(why)
         try:
             state: Any = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e}; it looks like "
+                                  f"{describe_file(path)})") from e
         state = _untie_safetensors(path, state)
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-            raise CheckpointError(
-                f"{path}: not a readable PyTorch checkpoint (truncated or corrupt download?): {e}"
-            ) from e
+        state = torch_load(path)
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}")
     return {strip_module(k): v for k, v in state.items()}
+
+
+def torch_load(path: str | Path, expected: str = "a PyTorch checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` with one clear error for every file that is not one.
+
+    Web pages, JSON, text, LFS pointers, empty and truncated files are named as such before torch
+    sees them; a file holding Python objects other than tensors and plain data is refused (loading
+    it could run code), naming the object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{expected[0].upper()}{expected[1:]} was expected at {path}: no such file")
+    why = not_a(path, expected)
+    if why is not None:
+        raise CheckpointError(why)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path} holds Python objects other than tensors and plain data{what}; refused, because loading "
+            f"them could run code. Expected {expected} saved by this code or the original."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (it looks like {describe_file(path)}; "
+            f"truncated or corrupt download?): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
 
 
 def _untie_safetensors(path: Path, state: StateDict) -> StateDict:

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="single: image QA from epoch 1 (the repository); paper: QA after --qaStartEpoch epochs",
     )
     g.add_argument("--qaStartEpoch", type=int, default=10, help="epochs without image QA (--schedule paper)")
+    cli.apply_flag_types(parser)
     return parser
 
 
@@ -108,11 +109,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         options = options_from_args(args)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
+    if not args.print_config:
+        from tasks.preflight import preflight
+
+        preflight(cfg.task, cfg, multi_gpu=args.multiGPU)
     task = PretrainTask(cfg, options)
     if args.print_config:
         cli.print_config_and_exit(cfg, task.options_dict())
     save_options(task, cfg)
-    return run(task, cfg, device=args.device)
+    from tasks.preflight import user_errors
+
+    with user_errors():
+        return run(task, cfg, device=args.device)
 
 
 if __name__ == "__main__":

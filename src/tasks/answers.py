@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from lxrt.fileio import describe_file
+
 # Normalizations the pretraining answer table applies (``convert_ans`` of the original).
 _ANS_CONVERT: dict[str, str] = {
     "a man": "man",
@@ -54,6 +56,9 @@ def load_json(path: str | Path) -> Any:
         closer = {"[": "]", "{": "}"}.get(text[:1])
         cut = err.pos >= len(err.doc.rstrip()) or (closer is not None and not text.endswith(closer))
         hint = "; the file looks truncated" if cut else ""
+        kind = describe_file(path)
+        if kind != "a JSON document":
+            hint = f"; it is {kind}, not JSON" + (" (was the download redirected?)" if "HTML" in kind else "")
         raise DataFormatError(f"{path}:{err.lineno}:{err.colno}: invalid JSON ({err.msg}){hint}") from None
     except UnicodeDecodeError as err:
         raise DataFormatError(f"{path}: not UTF-8 text ({err})") from None

@@ -233,6 +233,10 @@ class TaskDataset(Dataset):
         what = f"{self.task} {self.name}"
         subset = topk is not None
         self.data = drop_missing(records, sources, self.image_keys, features, what, strict, self.id_key, subset)
+        kept = {id(rec) for rec in self.data}
+        self.dropped: list[dict[str, Any]] = [rec for rec in records if id(rec) not in kept]
+        """Records dropped because an image is not in the loaded features (see ``tasks.completeness``)."""
+        self.split_of: dict[Any, str] = {key: path.stem for key, path in seen.items()}
 
     @classmethod
     def feature_files(cls, splits: Sequence[str], root: Path, topk: int | None) -> dict[Path, int | None]:

@@ -22,7 +22,7 @@ from lxrt import (
     resolve_checkpoint,
 )
 from lxrt.bert_init import BERT_BASE_NAME, resolve_bert
-from tasks.splits import SplitNameError
+from tasks.preflight import preflight, user_errors
 
 
 def init_language_from_bert(model: nn.Module, cfg: TrainConfig) -> None:
@@ -102,12 +102,12 @@ def main(
     parser = cli.build_parser(description, recipe)
     args = parser.parse_args(argv)
     cfg = cli.config_from_args(args)
-    task = make_task(cfg, args)
-    if args.print_config:
-        cli.print_config_and_exit(cfg, getattr(task, "options_dict", lambda: None)())
-    if cfg.test:
-        try:
+    if not args.print_config:
+        preflight(cfg.task, cfg, multi_gpu=args.multiGPU)
+    with user_errors():
+        task = make_task(cfg, args)
+        if args.print_config:
+            cli.print_config_and_exit(cfg, getattr(task, "options_dict", lambda: None)())
+        if cfg.test:
             task.test_splits(cfg.test)
-        except SplitNameError as err:
-            raise SystemExit(f"error: {err}") from None
-    return run(task, cfg, device=args.device)
+        return run(task, cfg, device=args.device)

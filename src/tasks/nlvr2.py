@@ -14,6 +14,7 @@ from engine.batch import Batch
 from engine.config import TrainConfig
 from engine.task import Task
 from lxrt.tokenization import LXRTTokenizer
+from tasks.completeness import check_server_split, note_incomplete, submission_ids
 from tasks.data_common import subset_topk
 from tasks.finetune import load_initial_weights
 from tasks.finetune import main as run_main
@@ -41,6 +42,8 @@ class NLVR2Task(Task):
         if key not in self._datasets:
             topk = None if full else subset_topk(self.cfg.tiny, self.cfg.fast)
             self._datasets[key] = NLVR2Dataset(splits, root=self.cfg.data_root, topk=topk)
+            if full:
+                check_server_split(self.name, self._datasets[key], self.cfg.allow_missing, self.cfg.output)
         return self._datasets[key]
 
     def collator(self, dataset: NLVR2Dataset) -> Callable[[list[Any]], Batch]:
@@ -79,8 +82,10 @@ class NLVR2Task(Task):
     def write_predictions(
         self, predictions: Mapping[str, int], dataset: NLVR2Dataset, output_dir: Path, split: str
     ) -> list[Path]:
-        expected = [rec["identifier"] for rec in dataset.data]
-        return [write_predictions("nlvr2", predictions, output_dir, split, expected=expected)]
+        expected = submission_ids(dataset, self.cfg.allow_missing)
+        written = write_predictions("nlvr2", predictions, output_dir, split, expected=expected)
+        note_incomplete(self.name, dataset, written)
+        return [written]
 
 
 def make_task(cfg: TrainConfig, args: argparse.Namespace) -> NLVR2Task:

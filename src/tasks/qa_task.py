@@ -17,6 +17,7 @@ from engine.task import Task
 from lxrt import LXRTConfig
 from lxrt.tokenization import LXRTTokenizer
 from tasks.answers import AnswerTable, PretrainAnswerTable, convert_ans
+from tasks.completeness import check_server_split, note_incomplete, submission_ids
 from tasks.data_common import TaskDataset, subset_topk
 from tasks.finetune import load_initial_weights
 from tasks.metrics import oracle_accuracy, soft_score_accuracy
@@ -49,6 +50,8 @@ class QATask(Task):
             self._datasets[key] = self.dataset_class(
                 splits, root=self.cfg.data_root, topk=topk, answers=self.answers
             )
+            if full:
+                check_server_split(self.name, self._datasets[key], self.cfg.allow_missing, self.cfg.output)
         return self._datasets[key]
 
     def collator(self, dataset: TaskDataset) -> Callable[[list[Any]], Batch]:
@@ -103,8 +106,9 @@ class QATask(Task):
     def write_predictions(
         self, predictions: Mapping[Any, str], dataset: TaskDataset, output_dir: Path, split: str
     ) -> list[Path]:
-        expected = [rec[dataset.id_key] for rec in dataset.data]
+        expected = submission_ids(dataset, self.cfg.allow_missing)
         files = [write_predictions(self.name, predictions, output_dir, split, expected=expected)]
+        note_incomplete(self.name, dataset, files[0])
         if dataset.has_labels:
             labels = {rec[dataset.id_key]: rec["label"] for rec in dataset.data}
             oracle = oracle_accuracy(labels, self.answers.ans2label)

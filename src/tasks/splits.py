@@ -12,6 +12,7 @@ Tasks the original does not have keep the name as it is.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -59,3 +60,38 @@ def resolve_test_splits(task: str, name: str) -> list[PredictSplit]:
     if not found:
         raise SplitNameError(f"--test {name!r} is not a {task.upper()} test split; accepted: {ACCEPTED[task]}")
     return found
+
+
+KNOWN_SPLITS: dict[str, tuple[str, ...]] = {
+    "vqa": ("train", "nominival", "minival", "valid", "test"),
+    "gqa": ("train", "valid", "testdev", "testdev_all", "submit"),
+    "nlvr2": ("train", "valid", "test", "hidden"),
+    "lxmert_pretrain": ("mscoco_train", "mscoco_nominival", "mscoco_minival", "vgnococo"),
+}
+"""The ``--train``/``--valid`` names each task reads from ``data/<task>/``."""
+
+
+def split_list(value: str) -> list[str]:
+    """``"train,nominival"`` -> ``["train", "nominival"]`` (empty -> [])."""
+    return [s.strip() for s in value.split(",") if s.strip()] if value else []
+
+
+def check_split_names(task: str, names: Iterable[str], flag: str = "") -> None:
+    """Raise ``SplitNameError`` listing the accepted names when one of ``names`` is not one of them."""
+    known = KNOWN_SPLITS.get(task)
+    if known is None:
+        return
+    bad = [n for n in names if n not in known]
+    if bad:
+        where = f"{flag} " if flag else ""
+        raise SplitNameError(f"{where}{','.join(bad)}: unknown {task} split name(s); accepted: {', '.join(known)}")
+
+
+def run_splits(task: str, train: str, valid: str, test: str) -> list[str]:
+    """The splits a run reads, checked before it loads or trains anything: with ``--test`` only what
+    the test names resolve to (the run predicts and never trains), otherwise ``--train`` and ``--valid``."""
+    if test:
+        return [p.load for name in split_list(test) for p in resolve_test_splits(task, name)]
+    for flag, value in (("--train", train), ("--valid", valid)):
+        check_split_names(task, split_list(value), flag)
+    return [*split_list(train), *split_list(valid)]

@@ -1,0 +1,113 @@
+"""Server splits are written whole: a question whose image features are absent fails the run.
+
+The evaluation servers score a missing question as wrong, and a submission that silently lacks some
+is worse than none. ``--allow-missing`` writes the questions that have features, with a loud summary
+and the list of the others in ``<output>/<split>_missing.txt``. Training and local evaluation splits
+drop such records with a count in the log instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from engine.report import get_logger
+from lxrt.fileio import atomic_write
+
+SERVER_SPLITS: dict[str, tuple[str, ...]] = {
+    "vqa": ("test",),
+    "gqa": ("submit",),
+    "nlvr2": ("test", "hidden"),
+}
+"""Splits whose predictions go to an evaluation server (no local labels to score against)."""
+
+SHOWN_IDS = 10
+
+
+class IncompleteSubmissionError(RuntimeError):
+    """A server split with questions whose image features are missing."""
+
+
+def is_server_split(task: str, split: str) -> bool:
+    return split in SERVER_SPLITS.get(task, ())
+
+
+def missing_records(dataset: Any) -> list[dict[str, Any]]:
+    """The records of ``dataset``'s JSON files that were dropped for lack of image features."""
+    return list(getattr(dataset, "dropped", []))
+
+
+def _describe(dataset: Any, recs: list[dict[str, Any]]) -> str:
+    key, images = dataset.id_key, dataset.image_keys
+    shown = ", ".join(
+        f"{rec[key]!r} (image {' + '.join(str(rec[k]) for k in images if rec[k] not in dataset.features)})"
+        for rec in recs[:SHOWN_IDS]
+    )
+    more = f", ... ({len(recs) - SHOWN_IDS} more)" if len(recs) > SHOWN_IDS else ""
+    return shown + more
+
+
+def write_missing_list(dataset: Any, recs: list[dict[str, Any]], path: Path) -> Path:
+    """``<id>\\t<image ids>`` per missing record."""
+    lines = "".join(
+        f"{rec[dataset.id_key]}\t{','.join(str(rec[k]) for k in dataset.image_keys)}\n" for rec in recs
+    )
+    return atomic_write(path, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
+
+
+def check_server_split(
+    task: str, dataset: Any, allow_missing: bool, output_dir: str | Path | None = None
+) -> None:
+    """Raise ``IncompleteSubmissionError`` when a server split of ``task`` lost records to missing
+    features (how many, which ids, which feature files were read); with ``allow_missing``, log it."""
+    for split in dataset.splits:
+        if not is_server_split(task, split):
+            continue
+        split_of = getattr(dataset, "split_of", {})
+        recs = [r for r in missing_records(dataset) if split_of.get(r[dataset.id_key], split) == split]
+        if not recs:
+            continue
+        total = len(recs) + sum(1 for r in dataset.data if split_of.get(r[dataset.id_key], split) == split)
+        files = ", ".join(str(p) for p in dataset.features.stores)
+        listed = None
+        if output_dir is not None:
+            listed = write_missing_list(dataset, recs, Path(output_dir) / f"{split}_missing.txt")
+        where = f"; all of them are listed in {listed}" if listed else ""
+        what = (
+            f"{task} {split}: {len(recs)} of {total} {dataset.id_key}s have no image features in {files}: "
+            f"{_describe(dataset, recs)}{where}"
+        )
+        if not allow_missing:
+            raise IncompleteSubmissionError(
+                f"{what}. The evaluation server scores missing questions as wrong, so no submission is "
+                "written. Use the complete feature file for this split, or pass --allow-missing to write "
+                "the other predictions anyway."
+            )
+        log = get_logger()
+        bar = "=" * 78
+        log.warning(bar)
+        log.warning(f"--allow-missing: the {split} submission will LACK {len(recs)} of {total} questions")
+        log.warning(what)
+        log.warning(bar)
+
+
+def submission_ids(dataset: Any, allow_missing: bool) -> list[Any]:
+    """The ids a submission file must hold: every record of the split's JSON (with ``allow_missing``:
+    those that have features)."""
+    recs: Iterable[dict[str, Any]] = dataset.data
+    if not allow_missing:
+        recs = [*dataset.data, *missing_records(dataset)]
+    return [rec[dataset.id_key] for rec in recs]
+
+
+def note_incomplete(task: str, dataset: Any, written: Path) -> None:
+    """After ``--allow-missing`` wrote a server split: say once more, last, what the file lacks."""
+    split_of = getattr(dataset, "split_of", {})
+    recs = [r for r in missing_records(dataset)
+            if is_server_split(task, split_of.get(r[dataset.id_key], dataset.name))]
+    if recs:
+        get_logger().warning(
+            f"{written} LACKS {len(recs)} of {len(recs) + len(dataset.data)} questions (no image features, "
+            "--allow-missing); they are listed in <split>_missing.txt beside it"
+        )

@@ -1,0 +1,50 @@
+"""What every entry point checks before it loads a model or trains: split names, the data files,
+``--multiGPU`` without GPUs, and the completeness of a server split (so that a run never trains for
+hours and then fails on its test split)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from engine.config import TrainConfig
+from engine.validate import ResumeMismatchError, multi_gpu_note
+from features.store import StoreError
+from features.tsv import TSVFormatError
+from lxrt.checkpoint import CheckpointError
+from lxrt.fileio import DiskFullError
+from tasks.answers import DataFormatError
+from tasks.completeness import IncompleteSubmissionError
+from tasks.data_common import MissingFeaturesError
+from tasks.datacheck import MissingDataError, require_data
+from tasks.splits import SplitNameError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    CheckpointError, DataFormatError, DiskFullError, IncompleteSubmissionError, MissingDataError,
+    MissingFeaturesError, ResumeMismatchError, SplitNameError, StoreError, TSVFormatError,
+)
+"""Errors about the user's files and settings: their message says it all, without a traceback."""
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn ``USER_ERRORS`` into ``SystemExit("error: <message>")`` (exit status 1)."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def preflight(task_name: str, cfg: TrainConfig, multi_gpu: bool = False) -> None:
+    """Exit with one clear message when the run cannot start; warn about ``--multiGPU`` on a CPU."""
+    note = multi_gpu_note(multi_gpu, torch.cuda.is_available())
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+    try:
+        pretrained = [p for p in (cfg.load_lxmert, cfg.load_lxmert_qa) if p]
+        require_data(task_name, cfg.train, cfg.valid, cfg.test, cfg.data_root, pretrained)
+    except (SplitNameError, MissingDataError) as e:
+        raise SystemExit(f"error: {e}") from None

@@ -1,6 +1,6 @@
 """What every entry point checks before it loads a model or trains: split names, the data files,
-``--multiGPU`` without GPUs, and the completeness of a server split (so that a run never trains for
-hours and then fails on its test split)."""
+``--multiGPU`` without GPUs (so that a run never trains for
+hours and then fails on a missing file)."""
 
 from __future__ import annotations
 

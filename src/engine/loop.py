@@ -354,6 +354,8 @@ class Trainer:
 
 def run(task: Task, cfg: TrainConfig, device: str = "auto") -> dict[str, Any]:
     """Train and/or test ``task`` as ``cfg`` says, in this process (one of torchrun's, or alone)."""
+    if cfg.task != task.name:
+        raise ValueError(f"the run's config is for task {cfg.task!r}, but the task given is {task.name!r}")
     env = dist_utils.setup(device)
     out = cfg.output_dir
     if env.is_main:

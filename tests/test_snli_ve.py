@@ -13,10 +13,12 @@ import pytest
 import torch
 
 from datatools.synthetic import SyntheticConfig, generate
+from engine import recipes
+from engine.loop import run
 from lxrt import LXRTConfig
 from lxrt.tokenization import LXRTTokenizer
 from tasks.answers import DataFormatError
-from tasks.snli_ve import LABELS, SNLIVEDataset, write_snli_ve_predictions
+from tasks.snli_ve import LABELS, SNLIVEDataset, SNLIVETask, write_snli_ve_predictions
 from tasks.snli_ve_prepare import prepare
 from tasks.submission import prediction_path
 
@@ -151,6 +153,13 @@ def test_recipe_of_another_task_is_refused() -> None:
     cfg = json.loads(_run(REPO, *python, "tasks.snli_ve", "--print-config").stdout)
     assert (cfg["task"], cfg["train"], cfg["valid"], cfg["load_lxmert"]) == ("snli_ve", "train", "valid",
                                                                               "snap/pretrained/model")
+
+
+def test_loop_refuses_a_config_of_another_task(root: Path, tmp_path: Path) -> None:
+    cfg = recipes.get("vqa_test").replace(data_root=str(root), output=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="config is for task 'vqa', but the task given is 'snli_ve'"):
+        run(SNLIVETask(cfg), cfg)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

@@ -150,7 +150,8 @@ def test_prediction_paths_and_dump(tmp_path: Path) -> None:
 
 
 def test_exact_match_and_the_registries(tmp_path: Path) -> None:
-    assert exact_match_accuracy({"a": "entailment", "b": "neutral", 3: 1}, {"a": "entailment", "b": "x", 3: 1}) == 2 / 3
+    labels = {"a": "entailment", "b": "x", 3: 1, "unpredicted": "neutral"}
+    assert exact_match_accuracy({"a": "entailment", "b": "neutral", 3: 1}, labels) == 2 / 3
     with pytest.raises(KeyError, match="have no label"):
         exact_match_accuracy({"a": "x"}, {"b": "x"})
     assert metric("exact_match") is exact_match_accuracy and metric("soft_score") is soft_score_accuracy

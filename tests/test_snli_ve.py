@@ -17,6 +17,7 @@ from engine import recipes
 from engine.loop import run
 from lxrt import LXRTConfig
 from lxrt.tokenization import LXRTTokenizer
+from tasks import nlvr2, snli_ve
 from tasks.answers import DataFormatError
 from tasks.snli_ve import LABELS, SNLIVEDataset, SNLIVETask, write_snli_ve_predictions
 from tasks.snli_ve_prepare import prepare
@@ -142,17 +143,19 @@ def _run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProces
     return proc
 
 
-def test_recipe_of_another_task_is_refused() -> None:
-    """Recipes are found from any entry point; running one on another task's code stops with a clear error."""
-    python = [sys.executable, "-m"]
-    out = _run(REPO, *python, "tasks.nlvr2", "--recipe", "vqa_lxr955", "--print-config", check=False)
-    assert out.returncode != 0 and "--recipe vqa_lxr955 is a recipe of task 'vqa'" in out.stderr
-    assert "python -m tasks.vqa" in out.stderr and "nlvr2_lxr955" in out.stderr
-    out = _run(REPO, *python, "tasks.vqa", "--recipe", "snli_ve_lxr955", "--print-config", check=False)
-    assert out.returncode != 0 and "task 'snli_ve'" in out.stderr
-    cfg = json.loads(_run(REPO, *python, "tasks.snli_ve", "--print-config").stdout)
+def test_recipe_of_another_task_is_refused(capsys) -> None:
+    """Running a recipe on another task's code stops with a clear error; recipes are found by name
+    from an entry point that never imports their module (a fresh process)."""
+    with pytest.raises(SystemExit, match="--recipe vqa_lxr955 is a recipe of task 'vqa'.*tasks.vqa.*nlvr2_lxr955"):
+        nlvr2.main(["--recipe", "vqa_lxr955", "--print-config"])
+    with pytest.raises(SystemExit) as done:
+        snli_ve.main(["--print-config"])
+    assert done.value.code == 0
+    cfg = json.loads(capsys.readouterr().out)
     assert (cfg["task"], cfg["train"], cfg["valid"], cfg["load_lxmert"]) == ("snli_ve", "train", "valid",
                                                                               "snap/pretrained/model")
+    out = _run(REPO, sys.executable, "-m", "tasks.vqa", "--recipe", "snli_ve_lxr955", "--print-config", check=False)
+    assert out.returncode != 0 and "is a recipe of task 'snli_ve'" in out.stderr
 
 
 def test_loop_refuses_a_config_of_another_task(root: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         counts = prepare(args.raw, args.out, progress=not args.quiet)
     except (FileNotFoundError, DataFormatError) as err:
-        print(f"error: {err}", flush=True)
+        print(f"error: {err}", file=sys.stderr)
         return 1
     for split, (n, skipped) in counts.items():
         print(f"{args.out / (split + '.json')}: {n} examples ({skipped} without a majority label skipped)")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from engine.flops import forward_flops  # noqa: E402
 from lxrt import LXRTConfig, answer_mlp, hf_config  # noqa: E402
-from tasks.models import QAModel  # noqa: E402
+from tasks.models import Classifier  # noqa: E402
 
 NUM_ANSWERS = 3129
 
@@ -62,7 +62,7 @@ def make_inputs(batch: int, seq: int = 20, boxes: int = 36, feat: int = 2048):
 
 def build(kind: str, config: LXRTConfig) -> nn.Module:
     torch.manual_seed(0)
-    return HFQAModel(config) if kind == "hf" else QAModel(config, NUM_ANSWERS, pooled_only=True)
+    return HFQAModel(config) if kind == "hf" else Classifier(config, NUM_ANSWERS, pooled_only=True)
 
 
 def make_step(model: nn.Module, optimizer: str, inputs):

@@ -16,7 +16,7 @@ from engine.config import TrainConfig
 from engine.distributed import DistEnv, ShardSampler
 from engine.loop import autocast_dtype
 from lxrt import LXRTConfig
-from tasks.models import NLVR2Model, QAModel
+from tasks.models import Classifier, NLVR2Model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def test_default_precision_is_fp32_on_cpu():
 def test_bf16_autocast_stays_close_to_fp32():
     torch.manual_seed(0)
     config = LXRTConfig.tiny(hidden_size=64, num_attention_heads=4, intermediate_size=128)
-    model = QAModel(config, 10).eval()
+    model = Classifier(config, 10).eval()
     ids = torch.randint(1000, 2000, (3, 12))
     mask = torch.ones_like(ids)
     mask[:, 8:] = 0

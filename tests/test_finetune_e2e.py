@@ -166,12 +166,12 @@ def test_original_format_snapshot_predicts_like_the_model(root: Path, task: str,
     """A BEST.pth in the original layout (here with the DataParallel ``module.`` the original's
     --multiGPU runs wrote) gives, through the test script, the predictions of the same weights."""
     sys.path.insert(0, str(REPO / "src"))
-    from tasks.models import NLVR2Model, QAModel
+    from tasks.models import Classifier, NLVR2Model
 
     torch.manual_seed(3)
     n_answers = {"vqa": len(json.loads((root / "data/vqa/trainval_label2ans.json").read_text())),
                  "gqa": len(json.loads((root / "data/gqa/trainval_label2ans.json").read_text()))}
-    model = NLVR2Model(MODEL) if task == "nlvr2" else QAModel(MODEL, n_answers[task])
+    model = NLVR2Model(MODEL) if task == "nlvr2" else Classifier(MODEL, n_answers[task])
     state = {k.replace("lxrt_encoder.model.", "lxrt_encoder.model.module."): v for k, v in model.state_dict().items()}
     torch.save(state, root / f"orig_{task}.pth")
     run_script(root, f"{task}_test.bash", "0", f"orig_{task}", "--model-config", "model.json", "--test", split,

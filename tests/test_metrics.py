@@ -8,12 +8,16 @@ from pathlib import Path
 import pytest
 
 from tasks.metrics import (
+    exact_match_accuracy,
     gqa_accuracy,
+    metric,
     nlvr2_accuracy,
     nlvr2_consistency,
     nlvr2_sentence_id,
     normalize_vqa_answer,
     oracle_accuracy,
+    register_metric,
+    soft_score_accuracy,
     vqa_accuracy,
     vqa_official_accuracy,
     vqa_official_score,
@@ -21,6 +25,7 @@ from tasks.metrics import (
 from tasks.submission import (
     dump_predictions,
     prediction_path,
+    register_writer,
     write_gqa_submission,
     write_nlvr2_predictions,
     write_predictions,
@@ -142,3 +147,17 @@ def test_prediction_paths_and_dump(tmp_path: Path) -> None:
     assert path.name == "testdev_predict.json" and json.loads(path.read_text())[0]["questionId"] == "1"
     dumped = dump_predictions({3: "red", 1: "blue"}, tmp_path / "dump.json")
     assert json.loads(dumped.read_text()) == {"1": "blue", "3": "red"}
+
+
+def test_exact_match_and_the_registries(tmp_path: Path) -> None:
+    labels = {"a": "entailment", "b": "x", 3: 1, "unpredicted": "neutral"}
+    assert exact_match_accuracy({"a": "entailment", "b": "neutral", 3: 1}, labels) == 2 / 3
+    with pytest.raises(KeyError, match="have no label"):
+        exact_match_accuracy({"a": "x"}, {"b": "x"})
+    assert metric("exact_match") is exact_match_accuracy and metric("soft_score") is soft_score_accuracy
+    with pytest.raises(KeyError, match="unknown metric 'bleu'"):
+        metric("bleu")
+    with pytest.raises(ValueError, match="already registered"):
+        register_metric("exact_match")(lambda p, labels: 0.0)
+    with pytest.raises(ValueError, match="already registered"):
+        register_writer("vqa", ".csv")(write_vqa_submission)

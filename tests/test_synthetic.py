@@ -197,3 +197,26 @@ def test_command_line(tmp_path: Path, capsys) -> None:
     assert "--force" in capsys.readouterr().err
     assert main(["--out", str(tmp_path), "--force", *small]) == 0
     assert main(["--out", str(tmp_path / "x"), "--minival-images", "999"]) == 2
+
+
+def test_a_registered_task_changes_no_other_files(tmp_path: Path) -> None:
+    """Each registered task draws from a stream of its own: adding one leaves every other file as it was."""
+    from datatools import synthetic
+
+    small = SyntheticConfig(**{**SMALL.__dict__, "task_images": 8})
+    generate(tmp_path / "a", small, progress=False)
+    before = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in output_files(tmp_path / "a")}
+    assert any(str(rel).startswith("snli_ve/") for rel in before)
+
+    @synthetic.register_synthetic("aaa_extra", ["aaa_extra/numbers.json"])
+    def extra(gen: synthetic.Generator, out: Path) -> dict[str, int]:
+        synthetic.write_json(out / "aaa_extra/numbers.json", gen.rng.integers(0, 100, 50).tolist())
+        return {"aaa_extra/numbers.json": 50}
+
+    try:
+        generate(tmp_path / "b", small, progress=False)
+    finally:
+        synthetic._SYNTHETIC.pop("aaa_extra")
+    assert (tmp_path / "b/aaa_extra/numbers.json").is_file()
+    for rel, data in before.items():
+        assert (tmp_path / "b" / rel).read_bytes() == data, rel

@@ -16,6 +16,11 @@ Layout written under ``--out`` (the names the task code reads)::
     lxmert/{mscoco_train,mscoco_nominival,mscoco_minival,vgnococo}.json + all_ans.json
     vqa/trainval_{ans2label,label2ans}.json, gqa/trainval_{ans2label,label2ans}.json
 
+Other tasks add their files with ``@register_synthetic(name, files)`` (found by importing the
+``tasks`` package): each gets its own ``Generator`` whose random stream depends only on the seed and
+the task's name, so adding or removing a task changes no other task's files. The VQA, GQA, NLVR2
+and pretraining files above are one stream of their own, drawn in a fixed order.
+
 Run ``python -m datatools.synthetic --out data_synth`` (``--help`` lists every size).
 """
 
@@ -24,7 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -32,6 +38,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from engine.plugins import discover
 from features.tsv import RegionRecord, write_tsv
 from tasks.submission import atomic_write_text
 
@@ -65,6 +72,7 @@ class SyntheticConfig:
     dominant_fraction: float = 0.6
     noise: float = 0.5
     gqa_unknown_answer_rate: float = 0.03
+    task_images: int = 96  # training images of each registered task (valid: a quarter, test: an eighth)
 
     def __post_init__(self) -> None:
         if self.feat_dim < 1 or self.num_boxes < 1:
@@ -91,11 +99,16 @@ class Image:
 
 
 class Generator:
-    """Deterministic (for a seed) builder of images, region records and task records."""
+    """Deterministic (for a seed) builder of images, region records and task records.
 
-    def __init__(self, config: SyntheticConfig) -> None:
+    ``stream`` names an independent random stream (a registered task's name); None is the stream of
+    the original-layout files.
+    """
+
+    def __init__(self, config: SyntheticConfig, stream: str | None = None) -> None:
         self.cfg = config
-        self.rng = np.random.default_rng(config.seed)
+        seed = config.seed if stream is None else [config.seed, zlib.crc32(stream.encode("utf-8"))]
+        self.rng = np.random.default_rng(seed)
         self.color_protos = self.rng.normal(0.0, 1.0, (len(COLORS), config.feat_dim)).astype(np.float32)
         self.shape_protos = self.rng.normal(0.0, 1.0, (len(SHAPES), config.feat_dim)).astype(np.float32)
         self._used_numbers: set[int] = set()
@@ -313,20 +326,59 @@ def answer_tables(seed: int) -> tuple[list[str], list[str], list[dict[str, Any]]
     return vqa, gqa, [entries[i] for i in order]
 
 
-def _json(path: Path, data: Any, indent: int | None = None) -> None:
+def write_json(path: Path, data: Any, indent: int | None = None) -> None:
+    """``data`` as JSON at ``path`` (folders created, written atomically)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(data, indent=indent))
 
 
-def _tsv(path: Path, gen: Generator, images: Sequence[Image], bar: tqdm) -> None:
+def write_features(path: Path, gen: Generator, images: Sequence[Image], bar: tqdm | None = None) -> None:
+    """The obj36 TSV of ``images`` (region records drawn from ``gen``, in order)."""
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def records() -> Iterator[RegionRecord]:
         for img in images:
             yield gen.record(img)
-            bar.update(1)
+            if bar is not None:
+                bar.update(1)
 
     write_tsv(path, records())
+
+
+
+SyntheticWriter = Callable[[Generator, Path], dict[str, int]]
+"""``write(gen, out)``: write a task's files under the data root ``out``; returns counts per file."""
+
+
+@dataclass(frozen=True)
+class SyntheticTask:
+    """A registered task's synthetic data: the files it writes (relative to the root) and how."""
+
+    name: str
+    files: tuple[str, ...]
+    write: SyntheticWriter
+
+
+_SYNTHETIC: dict[str, SyntheticTask] = {}
+
+
+def register_synthetic(name: str, files: Sequence[str]) -> Callable[[SyntheticWriter], SyntheticWriter]:
+    """Decorator: ``write(gen, out)`` adds ``files`` to every synthetic root, drawn from ``Generator(cfg,
+    stream=name)``."""
+
+    def add(fn: SyntheticWriter) -> SyntheticWriter:
+        if name in _SYNTHETIC and _SYNTHETIC[name].write is not fn:
+            raise ValueError(f"synthetic data for {name!r} is already registered")
+        _SYNTHETIC[name] = SyntheticTask(name, tuple(files), fn)
+        return fn
+
+    return add
+
+
+def synthetic_tasks() -> list[SyntheticTask]:
+    """Every registered task's synthetic data, by name (task modules are imported first)."""
+    discover(("tasks",))
+    return [_SYNTHETIC[n] for n in sorted(_SYNTHETIC)]
 
 
 def output_files(out: Path) -> list[Path]:
@@ -342,6 +394,7 @@ def output_files(out: Path) -> list[Path]:
         "lxmert/all_ans.json",
         *(f"{t}/trainval_{k}.json" for t in ("vqa", "gqa") for k in ("ans2label", "label2ans")),
     ]
+    names += [f for task in synthetic_tasks() for f in task.files]
     return [out / n for n in names]
 
 
@@ -384,13 +437,13 @@ def generate(out: str | Path, config: SyntheticConfig | None = None, progress: b
         "submit": gen.gqa_records(gqa_test, labelled=False),
     }
     for split, records in vqa.items():
-        _json(out / "vqa" / f"{split}.json", records)
+        write_json(out / "vqa" / f"{split}.json", records)
         counts[f"vqa/{split}.json"] = len(records)
     for split, records in gqa.items():
-        _json(out / "gqa" / f"{split}.json", records)
+        write_json(out / "gqa" / f"{split}.json", records)
         counts[f"gqa/{split}.json"] = len(records)
     for split, (records, _) in nlvr2.items():
-        _json(out / "nlvr2" / f"{split}.json", records)
+        write_json(out / "nlvr2" / f"{split}.json", records)
         counts[f"nlvr2/{split}.json"] = len(records)
 
     # Pretraining: one entry per image with its captions and its questions from the task files.
@@ -413,14 +466,14 @@ def generate(out: str | Path, config: SyntheticConfig | None = None, progress: b
             qa["visual7w"].append(("When was this picture taken?", {VISUAL7W_ANSWER: 1.0}))
         lxmert["vgnococo"].append(gen.lxmert_entry(img, qa, "vg"))
     for name, entries in lxmert.items():
-        _json(out / "lxmert" / f"{name}.json", entries)
+        write_json(out / "lxmert" / f"{name}.json", entries)
         counts[f"lxmert/{name}.json"] = len(entries)
 
     vqa_answers, gqa_answers, all_ans = answer_tables(cfg.seed)
     for task, answers in (("vqa", vqa_answers), ("gqa", gqa_answers)):
-        _json(out / task / "trainval_ans2label.json", {a: i for i, a in enumerate(answers)}, indent=4)
-        _json(out / task / "trainval_label2ans.json", answers)
-    _json(out / "lxmert" / "all_ans.json", all_ans, indent=4)
+        write_json(out / task / "trainval_ans2label.json", {a: i for i, a in enumerate(answers)}, indent=4)
+        write_json(out / task / "trainval_label2ans.json", answers)
+    write_json(out / "lxmert" / "all_ans.json", all_ans, indent=4)
 
     tsvs = {
         "mscoco_imgfeat/train2014_obj36.tsv": coco["train2014"],
@@ -433,8 +486,10 @@ def generate(out: str | Path, config: SyntheticConfig | None = None, progress: b
     total = sum(len(v) for v in tsvs.values())
     with tqdm(total=total, desc="synthetic features", unit="img", disable=not progress) as bar:
         for name, images in tsvs.items():
-            _tsv(out / name, gen, images, bar)
+            write_features(out / name, gen, images, bar)
             counts[name] = len(images)
+    for task in synthetic_tasks():
+        counts.update(task.write(Generator(cfg, stream=task.name), out))
     return counts
 
 
@@ -478,4 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Task modules register into ``datatools.synthetic``; run that module's copy, not ``__main__``'s.
+    from datatools.synthetic import main as registered_main
+
+    sys.exit(registered_main())

@@ -30,10 +30,21 @@ _SWITCHES = {"tiny": "tiny", "fast": "fast", "fromScratch": "from_scratch", "com
              "fsdp": "fsdp", "resume": "resume", "allow_missing": "allow_missing"}
 
 
+class _ListRecipes(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        for name in recipes.names():
+            print(f"{name:28s} task {recipes.get(name).task}")
+        parser.exit()
+
+
 def build_parser(description: str, recipe: str) -> argparse.ArgumentParser:
     """Parser with the original's flags (same names) and this project's additions."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--recipe", default=recipe, help=f"named experiment; known: {', '.join(recipes.names())}")
+    p.add_argument("--recipe", default=recipe, help="named experiment (--list-recipes shows them)")
+    p.add_argument("--list-recipes", action=_ListRecipes, help="print every recipe with its task and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     g = p.add_argument_group("original flags")
     g.add_argument("--train", help="training splits, comma-separated (e.g. train,nominival)")
@@ -46,14 +57,13 @@ def build_parser(description: str, recipe: str) -> argparse.ArgumentParser:
     g.add_argument("--dropout", type=float, help="accepted for compatibility (unused, as in the original)")
     g.add_argument("--seed", type=int)
     g.add_argument("--output", help="run folder (snap/<task>/<name>)")
-    g.add_argument("--fast", action="store_true", default=None, help="first 5000 feature lines of each file")
-    g.add_argument("--tiny", action="store_true", default=None, help="first 512 feature lines of each file")
+    g.add_argument("--fast", action="store_true", default=None, help="debug subset: ~5000 images (the task picks them)")
+    g.add_argument("--tiny", action="store_true", default=None, help="debug subset: ~512 images (the task picks them)")
     g.add_argument("--tqdm", action="store_true", help="accepted for compatibility (progress bars are on)")
     g.add_argument("--load", help="fine-tuned snapshot to start from (PATH -> PATH.pth)")
     g.add_argument("--loadLXMERT", help="pretrained encoder (PATH -> PATH_LXRT.pth)")
     g.add_argument("--loadLXMERTQA", help="pretrained encoder + QA head (PATH -> PATH_LXRT.pth)")
     g.add_argument("--fromScratch", action="store_true", default=None, help="no BERT initialization")
-    g.add_argument("--mceLoss", action="store_true", default=None, help="GQA: softmax cross-entropy loss")
     g.add_argument("--llayers", type=int)
     g.add_argument("--xlayers", type=int)
     g.add_argument("--rlayers", type=int)

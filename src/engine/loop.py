@@ -423,6 +423,8 @@ def train_loss_means(
 
 def run(task: Task, cfg: TrainConfig, device: str = "auto") -> dict[str, Any]:
     """Train and/or test ``task`` as ``cfg`` says, in this process (one of torchrun's, or alone)."""
+    if cfg.task != task.name:
+        raise ValueError(f"the run's config is for task {cfg.task!r}, but the task given is {task.name!r}")
     env = dist_utils.setup(device)
     out = cfg.output_dir
     moved: list = []

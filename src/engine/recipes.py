@@ -1,7 +1,9 @@
 """Named experiments: each run script's settings as a typed config, reproducible by name.
 
 ``get("vqa_lxr955")`` is what ``bash run/vqa_finetune.bash`` runs; command-line flags override
-single fields and the resolved config is saved beside the run.
+single fields and the resolved config is saved beside the run. Recipes are declared next to their
+task (``register`` at import of ``tasks/vqa.py`` etc.); ``get`` and ``names`` discover them from any
+entry point (``engine.plugins``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from lxrt import LXRTConfig
 
 from .config import TrainConfig
+from .plugins import discover
 
 _RECIPES: dict[str, TrainConfig] = {}
 
@@ -21,6 +24,9 @@ def register(name: str, cfg: TrainConfig) -> TrainConfig:
 
 
 def get(name: str) -> TrainConfig:
+    """The recipe registered as ``name`` (task modules are imported to find it if needed)."""
+    if name not in _RECIPES:
+        discover()
     try:
         return _RECIPES[name]
     except KeyError:
@@ -28,29 +34,10 @@ def get(name: str) -> TrainConfig:
 
 
 def names() -> list[str]:
+    """Every recipe any task package declares."""
+    discover()
     return sorted(_RECIPES)
 
 
 LXR955 = LXRTConfig(llayers=9, xlayers=5, rlayers=5)
-
-register("vqa_lxr955", TrainConfig(
-    task="vqa", train="train,nominival", valid="minival", load_lxmert_qa="snap/pretrained/model",
-    batch_size=32, optim="bert", lr=5e-5, epochs=4, warmup=0.1, clip_norm=5.0, model=LXR955,
-))
-register("vqa_test", TrainConfig(
-    task="vqa", train="", valid="", tiny=True, batch_size=32, lr=5e-5, epochs=4, model=LXR955,
-))
-register("gqa_lxr955", TrainConfig(
-    task="gqa", train="train,valid", valid="testdev", load_lxmert_qa="snap/pretrained/model",
-    batch_size=32, optim="bert", lr=1e-5, epochs=4, warmup=0.1, clip_norm=5.0, model=LXR955,
-))
-register("gqa_test", TrainConfig(
-    task="gqa", train="", valid="", tiny=True, batch_size=32, lr=1e-5, epochs=4, model=LXR955,
-))
-register("nlvr2_lxr955", TrainConfig(
-    task="nlvr2", train="train", valid="valid", load_lxmert="snap/pretrained/model",
-    batch_size=32, optim="bert", lr=5e-5, epochs=4, warmup=0.1, clip_norm=5.0, model=LXR955,
-))
-register("nlvr2_test", TrainConfig(
-    task="nlvr2", train="", valid="", tiny=True, batch_size=32, lr=5e-5, epochs=4, model=LXR955,
-))
+"""The original fine-tuning model: 9 language, 5 cross-modality, 5 vision layers."""

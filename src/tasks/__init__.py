@@ -1,1 +1,1 @@
-"""Fine-tuning tasks (VQA, GQA, NLVR2): data, heads, losses, metrics and submission files."""
+"""Fine-tuning tasks (VQA, GQA, NLVR2, SNLI-VE): data, heads, losses, metrics and submission files."""

@@ -1,4 +1,4 @@
-"""Plumbing shared by the task datasets: splits, debug subsets, record checks, image features, QA collate."""
+"""Plumbing shared by the task datasets: splits, debug subsets, record checks, image features, collate."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TINY_IMG_NUM = 512  # --tiny: first 512 lines of each feature TSV
-FAST_IMG_NUM = 5000  # --fast: first 5000 lines
+TINY_IMG_NUM = 512  # --tiny: 512 images (the first 512 lines of each feature TSV, or see TaskDataset.subset_by)
+FAST_IMG_NUM = 5000  # --fast: 5000 images
 MINIVAL_IMG_NUM = 5000  # minival = the first 5000 images of val2014
 
 
 def subset_topk(tiny: bool = False, fast: bool = False) -> int | None:
-    """Lines of each TSV to load for ``--tiny`` / ``--fast`` (None: all); tiny wins, as in the original."""
+    """Subset size of ``--tiny`` / ``--fast`` (None: all); tiny wins, as in the original."""
     if tiny:
         return TINY_IMG_NUM
     if fast:
@@ -48,6 +48,15 @@ def merge_topk(a: int | None, b: int | None) -> int | None:
     if a is None or b is None:
         return None
     return max(a, b)
+
+
+def records_on_first_images(
+    records: list[dict[str, Any]], sources: list[Path], image_keys: Sequence[str], n: int
+) -> tuple[list[dict[str, Any]], list[Path]]:
+    """The records (and their sources) whose images are all among the images of the first ``n`` records."""
+    images = {rec[k] for rec in records[:n] for k in image_keys}
+    keep = [i for i, rec in enumerate(records) if all(rec[k] in images for k in image_keys)]
+    return [records[i] for i in keep], [sources[i] for i in keep]
 
 
 def load_records(path: Path, what: str) -> list[dict[str, Any]]:
@@ -192,13 +201,22 @@ class TaskDataset(Dataset):
     """Records of comma-separated splits (``<root>/<task>/<split>.json``) whose images are loaded.
 
     Subclasses name the task folder, the id field, the image fields, which feature TSV each split
-    reads (``feature_files``) and how a record is checked (``check_record``). ``__getitem__`` returns
-    the record itself (a small dict); the task's collator tokenizes and gathers features.
+    reads (``feature_files``) and, if the default is not enough, how a record is checked
+    (``check_record``). ``__getitem__`` returns the record itself (a small dict); the collator
+    (``collator``) tokenizes and gathers features.
+
+    ``topk`` (``--tiny``/``--fast``) is a subset size; ``subset_by`` says how it is taken:
+    ``"feature_lines"`` loads the first ``topk`` lines of each feature file (the original's rule, for
+    one feature file per split), ``"records"`` keeps the records on the images of the first ``topk``
+    records and loads the feature files whole (for one feature file shared by several splits).
     """
 
     task: str = ""
     id_key: str = "question_id"
     image_keys: tuple[str, ...] = ("img_id",)
+    label_classes: tuple[str, ...] | None = None
+    """String class names of ``label`` (None: labels are checked by ``check_record`` of the task)."""
+    subset_by: str = "feature_lines"
 
     def __init__(
         self,
@@ -227,11 +245,17 @@ class TaskDataset(Dataset):
                 records.append(rec)
                 sources.append(path)
         self.id2datum: dict[Any, dict[str, Any]] = {rec[self.id_key]: rec for rec in records}
+        if self.subset_by not in ("feature_lines", "records"):
+            raise ValueError(f"{type(self).__name__}.subset_by must be 'feature_lines' or 'records'")
+        by_lines = self.subset_by == "feature_lines"
+        if topk is not None and not by_lines:
+            records, sources = records_on_first_images(records, sources, self.image_keys, topk)
         if features is None:
-            features = ImageFeatures.open(self.feature_files(self.splits, self.root, topk), dtype=feature_dtype)
+            lines = topk if by_lines else None
+            features = ImageFeatures.open(self.feature_files(self.splits, self.root, lines), dtype=feature_dtype)
         self.features = features
         what = f"{self.task} {self.name}"
-        subset = topk is not None
+        subset = topk is not None and by_lines
         self.data = drop_missing(records, sources, self.image_keys, features, what, strict, self.id_key, subset)
         kept = {id(rec) for rec in self.data}
         self.dropped: list[dict[str, Any]] = [rec for rec in records if id(rec) not in kept]
@@ -244,8 +268,32 @@ class TaskDataset(Dataset):
         raise NotImplementedError
 
     def check_record(self, rec: dict[str, Any], path: Path, index: int) -> None:
-        """Raise ``DataFormatError`` naming file and record if ``rec`` lacks a field the task needs."""
-        raise NotImplementedError
+        """Raise ``DataFormatError`` naming file and record if ``rec`` lacks a field the task needs.
+
+        The default checks ``id_key`` (str or int), the image fields and ``sent`` (str) and, when
+        ``label_classes`` is set, that a ``label`` is one of them.
+        """
+        ident = require(rec, self.id_key, (str, int), path, index)
+        for key in (*self.image_keys, "sent"):
+            require(rec, key, str, path, index)
+        if self.label_classes is not None and "label" in rec and rec["label"] not in self.label_classes:
+            raise DataFormatError(
+                f"{path}: record {index} ({self.id_key} {ident!r}) has label {rec['label']!r:.60}, "
+                f"expected one of {list(self.label_classes)}"
+            )
+
+    def collator(
+        self,
+        tokenizer: LXRTTokenizer,
+        max_length: int = 20,
+        num_boxes: int | None = None,
+        feat_dtype: Any = np.float32,
+    ) -> TextImageCollator:
+        """The collate function of this dataset's examples (features in ``feat_dtype``; None: the store's)."""
+        return TextImageCollator(
+            tokenizer, self.features, max_length, num_boxes, feat_dtype,
+            id_key=self.id_key, image_keys=self.image_keys, classes=self.label_classes,
+        )
 
     @property
     def has_labels(self) -> bool:
@@ -258,13 +306,74 @@ class TaskDataset(Dataset):
         return self.data[index]
 
 
-class QACollator:
-    """Batch of VQA/GQA questions: tokenized sentences, region features, soft answer targets.
+class TextImageCollator:
+    """Batch of B examples, each a sentence with ``len(image_keys)`` images: tokenized sentences,
+    region features and integer class targets.
 
-    Targets are ``{"target": (B, num_answers) float32}`` when every example has a label, ``{}``
-    when none has (test splits). Answers outside the table raise, or are skipped when
-    ``skip_unknown`` (GQA).
+    With one image key (``img_id``) row i is example i; with k keys (NLVR2's ``img0, img1``) the
+    batch holds kB (sentence, image) pairs, rows ki .. ki+k-1 being example i's sentence with each of
+    its images. Targets are ``{"label": (B,) int64}`` when every example has a label (an int, or one
+    of ``classes`` when given), ``{}`` when none has (test splits); ``ids`` are the ``id_key`` values.
     """
+
+    def __init__(
+        self,
+        tokenizer: LXRTTokenizer,
+        features: ImageFeatures,
+        max_length: int = 20,
+        num_boxes: int | None = None,
+        feat_dtype: Any = np.float32,
+        *,
+        id_key: str = "question_id",
+        image_keys: Sequence[str] = ("img_id",),
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.features = features
+        self.max_length = max_length
+        self.num_boxes = num_boxes
+        self.feat_dtype = feat_dtype
+        self.id_key = id_key
+        self.image_keys = tuple(image_keys)
+        self.class_index = None if classes is None else {c: i for i, c in enumerate(classes)}
+
+    def label_targets(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Targets of a batch whose examples all have a ``label``."""
+        if self.class_index is None:
+            return {"label": torch.tensor([e["label"] for e in examples], dtype=torch.int64)}
+        rows = []
+        for e in examples:
+            if e["label"] not in self.class_index:
+                raise ValueError(f"{self.id_key} {e[self.id_key]!r}: label {e['label']!r} is not one of "
+                                 f"{list(self.class_index)}")
+            rows.append(self.class_index[e["label"]])
+        return {"label": torch.tensor(rows, dtype=torch.int64)}
+
+    def targets(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        labelled = sum("label" in e for e in examples)
+        if labelled == 0:
+            return {}
+        if labelled != len(examples):
+            raise ValueError("a batch mixes examples with and without labels (labelled and test splits?)")
+        return self.label_targets(examples)
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> Batch:
+        if not examples:
+            raise ValueError("cannot collate an empty list of examples")
+        k = len(self.image_keys)
+        sents = [e["sent"] for e in examples for _ in range(k)]
+        images = [e[key] for e in examples for key in self.image_keys]
+        return text_image_batch(
+            self.tokenizer(sents, max_length=self.max_length),
+            self.features.gather(images, num_boxes=self.num_boxes, dtype=self.feat_dtype),
+            targets=self.targets(examples),
+            ids=[e[self.id_key] for e in examples],
+        )
+
+
+class QACollator(TextImageCollator):
+    """Batch of VQA/GQA questions: targets ``{"target": (B, num_answers) float32}`` of soft answer
+    scores. Answers outside the table raise, or are skipped when ``skip_unknown`` (GQA)."""
 
     def __init__(
         self,
@@ -276,34 +385,15 @@ class QACollator:
         feat_dtype: Any = np.float32,
         skip_unknown: bool = False,
     ) -> None:
-        self.tokenizer = tokenizer
-        self.features = features
+        super().__init__(tokenizer, features, max_length, num_boxes, feat_dtype, id_key="question_id")
         self.answers = answers
-        self.max_length = max_length
-        self.num_boxes = num_boxes
-        self.feat_dtype = feat_dtype
         self.skip_unknown = skip_unknown
 
-    def targets(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        labelled = sum("label" in e for e in examples)
-        if labelled == 0:
-            return {}
-        if labelled != len(examples):
-            raise ValueError("a batch mixes questions with and without labels (labelled and test splits?)")
+    def label_targets(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         rows = [
             self.answers.target(e["label"], self.skip_unknown, where=f"question {e['question_id']!r}") for e in examples
         ]
         return {"target": torch.from_numpy(np.stack(rows))}
-
-    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> Batch:
-        if not examples:
-            raise ValueError("cannot collate an empty list of examples")
-        return text_image_batch(
-            self.tokenizer([e["sent"] for e in examples], max_length=self.max_length),
-            self.features.gather([e["img_id"] for e in examples], num_boxes=self.num_boxes, dtype=self.feat_dtype),
-            targets=self.targets(examples),
-            ids=[e["question_id"] for e in examples],
-        )
 
 
 def text_image_batch(

@@ -1,17 +1,16 @@
-"""What VQA, GQA and NLVR2 share: model initialization from the original checkpoints and the entry."""
+"""What the fine-tuning tasks share: model initialization from the original checkpoints, and the entry."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from engine import cli
+from engine import cli, recipes
 from engine.config import TrainConfig
 from engine.loop import run
 from engine.report import get_logger
-from engine.task import Task
 from lxrt import (
     CheckpointError,
     load_bert_weights,
@@ -23,6 +22,9 @@ from lxrt import (
 )
 from lxrt.bert_init import BERT_BASE_NAME, resolve_bert
 from tasks.preflight import preflight, user_errors
+
+if TYPE_CHECKING:
+    from tasks.base import FinetuneTask
 
 
 def init_language_from_bert(model: nn.Module, cfg: TrainConfig) -> None:
@@ -92,22 +94,29 @@ def load_initial_weights(
         log.info(f"--load: {report.summary()}")
 
 
-def main(
-    make_task: Callable[[TrainConfig, argparse.Namespace], Task],
-    recipe: str,
-    description: str,
-    argv: Sequence[str] | None = None,
-) -> dict:
-    """Parse the original flags over ``recipe``, build the task and run the shared loop."""
-    parser = cli.build_parser(description, recipe)
+def check_recipe_task(recipe: str, cfg: TrainConfig, task: str) -> None:
+    """Stop when ``--recipe`` belongs to another task than the entry point runs."""
+    if cfg.task != task:
+        ours = [n for n in recipes.names() if recipes.get(n).task == task]
+        raise SystemExit(
+            f"--recipe {recipe} is a recipe of task {cfg.task!r}, but this entry point runs task {task!r}: "
+            f"use python -m tasks.{cfg.task} for it, or one of the {task} recipes ({', '.join(ours) or 'none'})"
+        )
+
+
+def main(task_cls: type[FinetuneTask], argv: Sequence[str] | None = None) -> dict:
+    """Parse the original flags and the task's own over its recipe, build the task and run the loop."""
+    parser = cli.build_parser(task_cls.description, task_cls.recipe)
+    task_cls.add_arguments(parser.add_argument_group(f"{task_cls.name} flags"))
     args = parser.parse_args(argv)
     cfg = cli.config_from_args(args)
+    check_recipe_task(args.recipe, cfg, task_cls.name)
     if not args.print_config:
         preflight(cfg.task, cfg, multi_gpu=args.multiGPU)
     with user_errors():
-        task = make_task(cfg, args)
+        task = task_cls.from_args(cfg, args)
         if args.print_config:
-            cli.print_config_and_exit(cfg, getattr(task, "options_dict", lambda: None)())
+            cli.print_config_and_exit(cfg, task.options_dict())
         if cfg.test:
             task.test_splits(cfg.test)
         return run(task, cfg, device=args.device)

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from engine.config import TrainConfig
+from engine.recipes import LXR955, register
 from tasks.finetune import main as run_main
 from tasks.gqa_data import GQADataset
 from tasks.qa_task import QATask
@@ -15,14 +16,29 @@ class GQATask(QATask):
     name = "gqa"
     dataset_class = GQADataset
     eval_batch_size = 512
+    recipe = "gqa_lxr955"
+    description = "Fine-tune / test LXMERT on GQA."
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        group.add_argument("--mceLoss", action="store_true", help="softmax cross-entropy loss instead of BCE")
+
+    @classmethod
+    def from_args(cls, cfg: TrainConfig, args: argparse.Namespace) -> GQATask:
+        return cls(cfg, mce_loss=bool(getattr(args, "mceLoss", False)))
 
 
-def make_task(cfg: TrainConfig, args: argparse.Namespace) -> GQATask:
-    return GQATask(cfg, mce_loss=bool(args.mceLoss))
+register("gqa_lxr955", TrainConfig(
+    task="gqa", train="train,valid", valid="testdev", load_lxmert_qa="snap/pretrained/model",
+    batch_size=32, optim="bert", lr=1e-5, epochs=4, warmup=0.1, clip_norm=5.0, model=LXR955,
+))  # fmt: skip
+register("gqa_test", TrainConfig(task="gqa", train="", valid="", batch_size=32, lr=1e-5, epochs=4, model=LXR955))
+
+make_task = GQATask.from_args
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    return run_main(make_task, "gqa_lxr955", "Fine-tune / test LXMERT on GQA.", argv)
+    return run_main(GQATask, argv)
 
 
 if __name__ == "__main__":

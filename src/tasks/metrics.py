@@ -1,16 +1,42 @@
 """Task metrics: the original's local evaluators, the official VQA accuracy, NLVR2 consistency.
 
 Predictions are ``{example id: answer}`` mappings (VQA/GQA answer strings, NLVR2 0/1 or bool);
-results are fractions in [0, 1].
+results are fractions in [0, 1]. ``metric(name)`` returns a registered ``(predictions, labels) ->
+float``; a task names the ones it reports (``FinetuneTask.metrics``), and a new metric is added with
+``@register_metric("name")``.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+
+Metric = Callable[[Mapping[Any, Any], Mapping[Any, Any]], float]
+_METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str) -> Callable[[Metric], Metric]:
+    """Decorator: make ``fn(predictions, labels) -> float`` available as ``metric(name)``."""
+
+    def add(fn: Metric) -> Metric:
+        if _METRICS.get(name, fn) is not fn:
+            raise ValueError(f"metric {name!r} is already registered")
+        _METRICS[name] = fn
+        return fn
+
+    return add
+
+
+def metric(name: str) -> Metric:
+    """The metric registered as ``name``."""
+    try:
+        return _METRICS[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; known: {', '.join(sorted(_METRICS))}") from None
+
 
 # ---- local (original) evaluators ----------------------------------------------------------------
 
@@ -23,6 +49,7 @@ def _check_predictions(predictions: Mapping[Any, Any], labels: Mapping[Any, Any]
         raise KeyError(f"{len(missing)} predicted ids have no label (first: {missing[0]!r})")
 
 
+@register_metric("soft_score")
 def soft_score_accuracy(predictions: Mapping[Any, str], labels: Mapping[Any, Mapping[str, float]]) -> float:
     """Mean over predicted questions of the label's score for the predicted answer (0 if absent).
 
@@ -32,6 +59,13 @@ def soft_score_accuracy(predictions: Mapping[Any, str], labels: Mapping[Any, Map
     """
     _check_predictions(predictions, labels)
     return sum(float(labels[qid].get(ans, 0.0)) for qid, ans in predictions.items()) / len(predictions)
+
+
+@register_metric("exact_match")
+def exact_match_accuracy(predictions: Mapping[Any, Any], labels: Mapping[Any, Any]) -> float:
+    """Fraction of predicted examples whose prediction equals the label (string or integer classes)."""
+    _check_predictions(predictions, labels)
+    return sum(pred == labels[i] for i, pred in predictions.items()) / len(predictions)
 
 
 def vqa_accuracy(predictions: Mapping[int, str], labels: Mapping[int, Mapping[str, float]]) -> float:
@@ -199,6 +233,7 @@ def _as_label(value: Any, what: str) -> int:
     raise ValueError(f"{what}: expected 0/1, True/False, got {value!r}")
 
 
+@register_metric("nlvr2_accuracy")
 def nlvr2_accuracy(predictions: Mapping[str, Any], labels: Mapping[str, Any]) -> float:
     """Fraction of examples whose predicted truth value equals the label."""
     _check_predictions(predictions, labels)
@@ -220,6 +255,7 @@ def nlvr2_sentence_id(identifier: str) -> str:
     return "-".join(parts)
 
 
+@register_metric("nlvr2_consistency")
 def nlvr2_consistency(predictions: Mapping[str, Any], labels: Mapping[str, Any]) -> float:
     """Fraction of sentences all of whose predicted image pairs are right (official NLVR2 metric)."""
     _check_predictions(predictions, labels)

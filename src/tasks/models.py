@@ -11,46 +11,26 @@ from torch import Tensor, nn
 from lxrt import LXRTConfig, LXRTEncoder, answer_mlp, init_bert_weights
 
 
-class QAModel(nn.Module):
-    """VQA / GQA: pooled (sentence, image) vector -> answer scores."""
+class Classifier(nn.Module):
+    """Pooled (sentence, image) vector(s) -> class scores: the model of every fine-tuning task.
 
-    def __init__(self, config: LXRTConfig, num_answers: int, pooled_only: bool = True) -> None:
-        super().__init__()
-        self.config = config
-        self.pooled_only = pooled_only
-        self.lxrt_encoder = LXRTEncoder(config)
-        h = config.hidden_size
-        self.logit_fc = answer_mlp(h, 2 * h, num_answers, config.layer_norm_eps)
-        self.logit_fc.apply(init_bert_weights)
-
-    def forward(
-        self,
-        input_ids: Tensor,
-        feats: Tensor,
-        boxes: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        visual_mask: Tensor | None = None,
-    ) -> Tensor:
-        out = self.lxrt_encoder(
-            input_ids, feats, boxes, attention_mask, token_type_ids, visual_mask, pooled_only=self.pooled_only
-        )
-        return self.logit_fc(out.pooled)
-
-
-class NLVR2Model(nn.Module):
-    """NLVR2: one sentence with two images -> concat of the two pooled vectors -> 2 logits.
-
-    Inputs hold 2B pairs, rows 2i and 2i+1 being example i's sentence with its two images.
+    With ``images_per_example`` k > 1 the inputs hold k pairs per example (rows ki .. ki+k-1 are
+    example i's sentence with each of its images) and the MLP reads their k pooled vectors side by
+    side. VQA/GQA: k=1 over the answer table; NLVR2: k=2, two classes.
     """
 
-    def __init__(self, config: LXRTConfig, pooled_only: bool = True) -> None:
+    def __init__(
+        self, config: LXRTConfig, num_classes: int, pooled_only: bool = True, images_per_example: int = 1
+    ) -> None:
         super().__init__()
+        if images_per_example < 1:
+            raise ValueError(f"images_per_example must be >= 1, got {images_per_example}")
         self.config = config
         self.pooled_only = pooled_only
+        self.images_per_example = images_per_example
         self.lxrt_encoder = LXRTEncoder(config)
         h = config.hidden_size
-        self.logit_fc = answer_mlp(2 * h, 2 * h, 2, config.layer_norm_eps)
+        self.logit_fc = answer_mlp(images_per_example * h, 2 * h, num_classes, config.layer_norm_eps)
         self.logit_fc.apply(init_bert_weights)
 
     def forward(
@@ -62,10 +42,18 @@ class NLVR2Model(nn.Module):
         token_type_ids: Tensor | None = None,
         visual_mask: Tensor | None = None,
     ) -> Tensor:
-        if input_ids.shape[0] % 2:
-            raise ValueError(f"NLVR2 inputs must hold 2 pairs per example, got {input_ids.shape[0]} rows")
+        k = self.images_per_example
+        if input_ids.shape[0] % k:
+            raise ValueError(f"inputs must hold {k} pairs per example, got {input_ids.shape[0]} rows")
         out = self.lxrt_encoder(
             input_ids, feats, boxes, attention_mask, token_type_ids, visual_mask, pooled_only=self.pooled_only
         )
-        pooled = out.pooled.reshape(-1, 2 * out.pooled.shape[-1])
+        pooled = out.pooled if k == 1 else out.pooled.reshape(-1, k * out.pooled.shape[-1])
         return self.logit_fc(pooled)
+
+
+class NLVR2Model(Classifier):
+    """NLVR2: one sentence with two images -> concat of the two pooled vectors -> 2 logits."""
+
+    def __init__(self, config: LXRTConfig, pooled_only: bool = True) -> None:
+        super().__init__(config, 2, pooled_only=pooled_only, images_per_example=2)

@@ -2,98 +2,37 @@
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from engine.batch import Batch
 from engine.config import TrainConfig
-from engine.task import Task
-from lxrt.tokenization import LXRTTokenizer
-from tasks.completeness import check_server_split, note_incomplete, submission_ids
-from tasks.data_common import subset_topk
-from tasks.finetune import load_initial_weights
+from engine.recipes import LXR955, register
+from tasks.base import FinetuneTask
 from tasks.finetune import main as run_main
-from tasks.metrics import nlvr2_accuracy, nlvr2_consistency
-from tasks.models import NLVR2Model
 from tasks.nlvr2_data import NLVR2Dataset
-from tasks.qa_task import model_config_for
-from tasks.splits import resolve_test_splits
-from tasks.submission import write_predictions
 
 
-class NLVR2Task(Task):
+class NLVR2Task(FinetuneTask):
     """True/false about a sentence and a pair of images; cross-entropy over 2 classes."""
 
     name = "nlvr2"
-    eval_batch_size = 512
-
-    def __init__(self, cfg: TrainConfig) -> None:
-        self.cfg = cfg
-        self.tokenizer = LXRTTokenizer(max_length=cfg.max_seq_length)
-        self._datasets: dict[tuple[str, bool], NLVR2Dataset] = {}
-
-    def dataset(self, splits: str, train: bool, full: bool = False) -> NLVR2Dataset:
-        key = (splits, full)
-        if key not in self._datasets:
-            topk = None if full else subset_topk(self.cfg.tiny, self.cfg.fast)
-            self._datasets[key] = NLVR2Dataset(splits, root=self.cfg.data_root, topk=topk)
-            if full:
-                check_server_split(self.name, self._datasets[key], self.cfg.allow_missing, self.cfg.output)
-        return self._datasets[key]
-
-    def collator(self, dataset: NLVR2Dataset) -> Callable[[list[Any]], Batch]:
-        return dataset.collator(self.tokenizer, max_length=self.cfg.max_seq_length, feat_dtype=None)
-
-    def build_model(self) -> nn.Module:
-        cfg = self.cfg
-        first = (
-            self.dataset(self.test_splits(cfg.test)[0][0], False, full=True) if cfg.test
-            else self.dataset(cfg.train, True) if cfg.train
-            else self.dataset(cfg.valid, False)
-        )
-        return NLVR2Model(model_config_for(cfg, first), pooled_only=cfg.pooled_only)
-
-    def test_splits(self, name: str) -> list[tuple[str, str]]:
-        return [(s.load, s.output) for s in resolve_test_splits(self.name, name)]
-
-    def load_pretrained(self, model: nn.Module) -> None:
-        load_initial_weights(model, self.cfg)
-
-    def loss(self, output: Tensor, batch: Batch) -> tuple[Tensor, Mapping[str, Tensor]]:
-        return F.cross_entropy(output.float(), batch.targets["label"]), {}
-
-    def predict(self, output: Tensor, batch: Batch) -> dict[str, int]:
-        return dict(zip(batch.ids, output.argmax(-1).tolist()))
-
-    def score(self, predictions: Mapping[str, int], dataset: NLVR2Dataset) -> dict[str, float]:
-        if not dataset.has_labels or not predictions:
-            return {}
-        labels = {rec["identifier"]: rec["label"] for rec in dataset.data}
-        return {
-            "accuracy": nlvr2_accuracy(predictions, labels),
-            "consistency": nlvr2_consistency(predictions, labels),
-        }
-
-    def write_predictions(
-        self, predictions: Mapping[str, int], dataset: NLVR2Dataset, output_dir: Path, split: str
-    ) -> list[Path]:
-        expected = submission_ids(dataset, self.cfg.allow_missing)
-        written = write_predictions("nlvr2", predictions, output_dir, split, expected=expected)
-        note_incomplete(self.name, dataset, written)
-        return [written]
+    dataset_class = NLVR2Dataset
+    num_classes = 2
+    metrics = {"accuracy": "nlvr2_accuracy", "consistency": "nlvr2_consistency"}
+    recipe = "nlvr2_lxr955"
+    description = "Fine-tune / test LXMERT on NLVR2."
 
 
-def make_task(cfg: TrainConfig, args: argparse.Namespace) -> NLVR2Task:
-    return NLVR2Task(cfg)
+register("nlvr2_lxr955", TrainConfig(
+    task="nlvr2", train="train", valid="valid", load_lxmert="snap/pretrained/model",
+    batch_size=32, optim="bert", lr=5e-5, epochs=4, warmup=0.1, clip_norm=5.0, model=LXR955,
+))  # fmt: skip
+register("nlvr2_test", TrainConfig(task="nlvr2", train="", valid="", batch_size=32, lr=5e-5, epochs=4, model=LXR955))
+
+make_task = NLVR2Task.from_args
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    return run_main(make_task, "nlvr2_lxr955", "Fine-tune / test LXMERT on NLVR2.", argv)
+    return run_main(NLVR2Task, argv)
 
 
 if __name__ == "__main__":

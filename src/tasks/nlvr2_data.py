@@ -7,19 +7,12 @@ Record: ``{"identifier": "dev-850-0-0", "img0": "dev-850-0-img0", "img1": "dev-8
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-import torch
-
-from engine.batch import Batch
 from tasks.answers import DataFormatError
-from tasks.data_common import ImageFeatures, TaskDataset, merge_topk, require, text_image_batch
-
-if TYPE_CHECKING:
-    from lxrt.tokenization import LXRTTokenizer
+from tasks.data_common import TaskDataset, merge_topk, require
 
 FEATURE_DIR = "nlvr2_imgfeat"
 
@@ -47,7 +40,9 @@ def nlvr2_feature_files(splits: Sequence[str], root: Path, topk: int | None) -> 
 
 
 class NLVR2Dataset(TaskDataset):
-    """NLVR2 examples whose two images are both in the loaded features."""
+    """NLVR2 examples whose two images are both in the loaded features; the default collator gives
+    2B pairs (sentences ``[s0, s0, s1, s1, ...]``, images ``[ex0-img0, ex0-img1, ...]``) and
+    targets ``{"label": (B,) int64}``."""
 
     task = "nlvr2"
     id_key = "identifier"
@@ -64,47 +59,3 @@ class NLVR2Dataset(TaskDataset):
         label = rec.get("label", 0)
         if isinstance(label, bool) or not isinstance(label, int) or label not in (0, 1):
             raise DataFormatError(f"{path}: record {index} ({ident}) has label {rec['label']!r}, expected 0 or 1")
-
-    def collator(
-        self,
-        tokenizer: LXRTTokenizer,
-        max_length: int = 20,
-        num_boxes: int | None = None,
-        feat_dtype: Any = np.float32,
-    ) -> NLVR2Collator:
-        return NLVR2Collator(tokenizer, self.features, max_length, num_boxes, feat_dtype)
-
-
-class NLVR2Collator:
-    """Batch of 2B pairs: sentences ``[s0, s0, s1, s1, ...]``, images ``[ex0-img0, ex0-img1, ...]``;
-    targets ``{"label": (B,) int64}`` when labelled, ids the identifiers."""
-
-    def __init__(
-        self,
-        tokenizer: LXRTTokenizer,
-        features: ImageFeatures,
-        max_length: int = 20,
-        num_boxes: int | None = None,
-        feat_dtype: Any = np.float32,
-    ) -> None:
-        self.tokenizer = tokenizer
-        self.features = features
-        self.max_length = max_length
-        self.num_boxes = num_boxes
-        self.feat_dtype = feat_dtype
-
-    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> Batch:
-        if not examples:
-            raise ValueError("cannot collate an empty list of examples")
-        sents = [e["sent"] for e in examples for _ in range(2)]
-        images = [e[k] for e in examples for k in ("img0", "img1")]
-        labelled = sum("label" in e for e in examples)
-        if labelled not in (0, len(examples)):
-            raise ValueError("a batch mixes examples with and without labels")
-        targets = {"label": torch.tensor([e["label"] for e in examples], dtype=torch.int64)} if labelled else {}
-        return text_image_batch(
-            self.tokenizer(sents, max_length=self.max_length),
-            self.features.gather(images, num_boxes=self.num_boxes, dtype=self.feat_dtype),
-            targets=targets,
-            ids=[e["identifier"] for e in examples],
-        )

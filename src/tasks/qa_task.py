@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -13,72 +13,40 @@ from torch import Tensor, nn
 from engine.batch import Batch
 from engine.config import TrainConfig
 from engine.report import get_logger
-from engine.task import Task
-from lxrt import LXRTConfig
-from lxrt.tokenization import LXRTTokenizer
 from tasks.answers import AnswerTable, PretrainAnswerTable, convert_ans
-from tasks.completeness import check_server_split, note_incomplete, submission_ids
-from tasks.data_common import TaskDataset, subset_topk
+from tasks.base import FinetuneTask
+from tasks.data_common import QADataset, TaskDataset
 from tasks.finetune import load_initial_weights
-from tasks.metrics import oracle_accuracy, soft_score_accuracy
-from tasks.models import QAModel
-from tasks.splits import resolve_test_splits
-from tasks.submission import write_predictions
+from tasks.metrics import oracle_accuracy
 
 
-class QATask(Task):
-    """Shared by VQA and GQA: soft-score targets, BCE (x answers) loss, argmax answer."""
+class QATask(FinetuneTask):
+    """Shared by VQA and GQA: soft-score targets, BCE (x answers) loss (``mce_loss``: softmax
+    cross-entropy on the top answer), argmax answer."""
 
-    dataset_class: type[TaskDataset]
+    dataset_class: type[QADataset]
+    metrics = {"accuracy": "soft_score"}
     eval_batch_size = 1024
 
     def __init__(self, cfg: TrainConfig, mce_loss: bool = False) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.mce_loss = mce_loss
         self.answers = AnswerTable.for_task(self.name, cfg.data_root)
-        self.tokenizer = LXRTTokenizer(max_length=cfg.max_seq_length)
-        self._datasets: dict[tuple[str, bool], TaskDataset] = {}
 
     def options_dict(self) -> dict[str, Any]:
         return {"mce_loss": self.mce_loss}
 
-    # -- data
-    def dataset(self, splits: str, train: bool, full: bool = False) -> TaskDataset:
-        key = (splits, full)
-        if key not in self._datasets:
-            topk = None if full else subset_topk(self.cfg.tiny, self.cfg.fast)
-            self._datasets[key] = self.dataset_class(
-                splits, root=self.cfg.data_root, topk=topk, answers=self.answers
-            )
-            if full:
-                check_server_split(self.name, self._datasets[key], self.cfg.allow_missing, self.cfg.output)
-        return self._datasets[key]
+    @property
+    def num_classes(self) -> int:
+        return self.answers.num_answers
 
-    def collator(self, dataset: TaskDataset) -> Callable[[list[Any]], Batch]:
-        # Features stay in the store's dtype (fp16 by default); the model casts on its device.
-        return dataset.collator(self.tokenizer, max_length=self.cfg.max_seq_length, feat_dtype=None)
-
-    def test_splits(self, name: str) -> list[tuple[str, str]]:
-        return [(s.load, s.output) for s in resolve_test_splits(self.name, name)]
-
-    def _first_dataset(self) -> TaskDataset:
-        cfg = self.cfg
-        if cfg.test:  # a test run only predicts
-            return self.dataset(self.test_splits(cfg.test)[0][0], train=False, full=True)
-        if cfg.train:
-            return self.dataset(cfg.train, train=True)
-        return self.dataset(cfg.valid, train=False)
-
-    # -- model
-    def build_model(self) -> nn.Module:
-        config = model_config_for(self.cfg, self._first_dataset())
-        return QAModel(config, self.answers.num_answers, pooled_only=self.cfg.pooled_only)
+    def make_dataset(self, splits: str, topk: int | None) -> TaskDataset:
+        return self.dataset_class(splits, root=self.cfg.data_root, topk=topk, answers=self.answers)
 
     def load_pretrained(self, model: nn.Module) -> None:
         load_initial_weights(model, self.cfg, qa_tables=(self.answers.label2ans, pretrain_answers(self.cfg.data_root),
                                                          convert_ans))
 
-    # -- loss, predictions, metric, files
     def loss(self, output: Tensor, batch: Batch) -> tuple[Tensor, Mapping[str, Tensor]]:
         target = batch.targets["target"]
         n = output.shape[-1]
@@ -88,15 +56,13 @@ class QATask(Task):
             loss = F.binary_cross_entropy_with_logits(output.float(), target.float()) * n
         return loss, {}
 
-    def predict(self, output: Tensor, batch: Batch) -> dict[Any, str]:
-        labels = output.argmax(-1).tolist()
-        return {qid: self.answers.answer(i) for qid, i in zip(batch.ids, labels)}
+    def prediction(self, index: int) -> str:
+        return self.answers.answer(index)
 
-    def score(self, predictions: Mapping[Any, str], dataset: TaskDataset) -> dict[str, float]:
-        if not dataset.has_labels or not predictions:
-            return {}
-        labels = {rec[dataset.id_key]: rec["label"] for rec in dataset.data}
-        return {"accuracy": soft_score_accuracy(predictions, labels)}
+    def oracle_score(self, dataset: TaskDataset) -> float | None:
+        if not dataset.has_labels or not len(dataset):
+            return None
+        return oracle_accuracy({rec[dataset.id_key]: rec["label"] for rec in dataset.data}, self.answers.ans2label)
 
     def oracle_score(self, dataset: TaskDataset) -> float | None:
         if not dataset.has_labels or not len(dataset):
@@ -106,9 +72,7 @@ class QATask(Task):
     def write_predictions(
         self, predictions: Mapping[Any, str], dataset: TaskDataset, output_dir: Path, split: str
     ) -> list[Path]:
-        expected = submission_ids(dataset, self.cfg.allow_missing)
-        files = [write_predictions(self.name, predictions, output_dir, split, expected=expected)]
-        note_incomplete(self.name, dataset, files[0])
+        files = super().write_predictions(predictions, dataset, output_dir, split)
         if dataset.has_labels:
             labels = {rec[dataset.id_key]: rec["label"] for rec in dataset.data}
             oracle = oracle_accuracy(labels, self.answers.ans2label)
@@ -120,14 +84,3 @@ class QATask(Task):
 def pretrain_answers(root: str) -> list[str]:
     """The 9500 answers of LXMERT's pretraining QA head, in label order."""
     return PretrainAnswerTable(Path(root) / "lxmert" / "all_ans.json").answers
-
-
-def model_config_for(cfg: TrainConfig, dataset: TaskDataset) -> LXRTConfig:
-    """The run's model config with the feature width of the data (logged when they differ)."""
-    width = dataset.features.feat_dim
-    if width != cfg.model.visual_feat_dim:
-        get_logger().info(
-            f"features of {dataset.name} are {width}-d: model visual_feat_dim {cfg.model.visual_feat_dim} -> {width}"
-        )
-        return cfg.model.replace(visual_feat_dim=width)
-    return cfg.model

@@ -4,19 +4,35 @@ VQA (EvalAI):  ``[{"answer": str, "question_id": int}, ...]``, indent 4, sorted 
 GQA:           ``[{"prediction": str, "questionId": str}, ...]``, indent 4, sorted keys
 NLVR2:         CSV lines ``identifier,True`` / ``identifier,False``, no header
 
-Every file is written atomically: a crash never leaves a truncated submission behind.
+Every file is written atomically: a crash never leaves a truncated submission behind. A task's
+format is a writer registered under the task's name with ``@register_writer(name, suffix)``;
+``write_predictions(name, ...)`` writes ``<split>_predict<suffix>`` with it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from lxrt.checkpoint import atomic_write
 
-PREDICT_SUFFIX = {"vqa": ".json", "gqa": ".json", "nlvr2": ".csv"}
+Writer = Callable[[Mapping[Any, Any], Path, "Iterable[Any] | None"], Path]
+"""``writer(predictions, path, expected_ids)``: check completeness, write ``path``, return it."""
+_WRITERS: dict[str, tuple[str, Writer]] = {}
+
+
+def register_writer(task: str, suffix: str) -> Callable[[Writer], Writer]:
+    """Decorator: ``task``'s submission files are ``<split>_predict<suffix>`` written by the function."""
+
+    def add(fn: Writer) -> Writer:
+        if _WRITERS.get(task, (suffix, fn)) != (suffix, fn):
+            raise ValueError(f"a submission writer for {task!r} is already registered")
+        _WRITERS[task] = (suffix, fn)
+        return fn
+
+    return add
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -25,10 +41,11 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def prediction_path(output_dir: str | Path, split: str, task: str) -> Path:
-    """``<output>/<split>_predict.json`` (VQA, GQA) or ``<split>_predict.csv`` (NLVR2)."""
-    if task not in PREDICT_SUFFIX:
-        raise ValueError(f"unknown task {task!r}; expected one of {list(PREDICT_SUFFIX)}")
-    return Path(output_dir) / f"{split}_predict{PREDICT_SUFFIX[task]}"
+    """``<output>/<split>_predict.json`` (VQA, GQA) or ``<split>_predict.csv`` (NLVR2): the suffix
+    ``task``'s writer was registered with."""
+    if task not in _WRITERS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(_WRITERS)}")
+    return Path(output_dir) / f"{split}_predict{_WRITERS[task][0]}"
 
 
 def check_complete(predictions: Mapping[Any, Any], expected: Iterable[Any] | None, what: str) -> None:
@@ -45,6 +62,21 @@ def check_complete(predictions: Mapping[Any, Any], expected: Iterable[Any] | Non
         )
 
 
+def write_json_rows(
+    predictions: Mapping[Any, Any],
+    path: str | Path,
+    expected: Iterable[Any] | None,
+    id_key: str,
+    value_key: str,
+) -> Path:
+    """A JSON list of ``{id_key: id, value_key: prediction}`` (indent 4, sorted keys), complete or not
+    written at all."""
+    check_complete(predictions, expected, str(path))
+    rows = [{id_key: i, value_key: p} for i, p in predictions.items()]
+    return atomic_write_text(path, json.dumps(rows, indent=4, sort_keys=True))
+
+
+@register_writer("vqa", ".json")
 def write_vqa_submission(
     predictions: Mapping[int, str], path: str | Path, expected: Iterable[int] | None = None
 ) -> Path:
@@ -58,6 +90,7 @@ def write_vqa_submission(
     return atomic_write_text(path, json.dumps(rows, indent=4, sort_keys=True))
 
 
+@register_writer("gqa", ".json")
 def write_gqa_submission(
     predictions: Mapping[str, str], path: str | Path, expected: Iterable[str] | None = None
 ) -> Path:
@@ -71,6 +104,7 @@ def write_gqa_submission(
     return atomic_write_text(path, json.dumps(rows, indent=4, sort_keys=True))
 
 
+@register_writer("nlvr2", ".csv")
 def write_nlvr2_predictions(
     predictions: Mapping[str, Any], path: str | Path, expected: Iterable[str] | None = None
 ) -> Path:
@@ -95,8 +129,7 @@ def write_predictions(
 ) -> Path:
     """``<split>_predict.{json,csv}`` in ``output_dir`` in the task's submission format."""
     path = prediction_path(output_dir, split, task)
-    writer = {"vqa": write_vqa_submission, "gqa": write_gqa_submission, "nlvr2": write_nlvr2_predictions}[task]
-    return writer(predictions, path, expected)
+    return _WRITERS[task][1](predictions, path, expected)
 
 
 def dump_predictions(predictions: Mapping[Any, Any], path: str | Path) -> Path:

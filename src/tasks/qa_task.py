@@ -64,11 +64,6 @@ class QATask(FinetuneTask):
             return None
         return oracle_accuracy({rec[dataset.id_key]: rec["label"] for rec in dataset.data}, self.answers.ans2label)
 
-    def oracle_score(self, dataset: TaskDataset) -> float | None:
-        if not dataset.has_labels or not len(dataset):
-            return None
-        return oracle_accuracy({rec[dataset.id_key]: rec["label"] for rec in dataset.data}, self.answers.ans2label)
-
     def write_predictions(
         self, predictions: Mapping[Any, str], dataset: TaskDataset, output_dir: Path, split: str
     ) -> list[Path]:

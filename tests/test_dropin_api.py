@@ -28,14 +28,14 @@ from lxrt.modeling import VISUAL_CONFIG, BertConfig, BertLayerNorm, GeLU, LXRTPr
 from lxrt.optimization import BertAdam
 from lxrt.qa_answer_table import AnswerTable, load_lxmert_qa
 from lxrt.tokenization import BertTokenizer, LXRTTokenizer
-from lxrt.utils import load_obj_tsv
+from lxrt.utils import load_obj_tsv, pixel_boxes
 from pretrain import losses as native_losses
 from tasks.models import QAModel
 
 TINY_BERT = dict(
     vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
     hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, max_position_embeddings=64,
-    type_vocab_size=2, initializer_range=0.02,
+    type_vocab_size=2, initializer_range=0.05,
 )
 ARGS = argparse.Namespace(llayers=2, xlayers=1, rlayers=1, from_scratch=True)
 SENTS = ["What color is the cat?", "How many dogs are there", "Is the man's shirt blue?", "what is it"]
@@ -131,6 +131,10 @@ def test_original_style_vqa_model_trains_and_predicts_like_the_native_api(workdi
     img_data = load_obj_tsv(tsv)
     torch.manual_seed(9595)
     model = VQAModel(NUM_ANSWERS)
+    # The head and the (from-scratch) encoder take the config's initializer_range.
+    for weight in (model.logit_fc[0].weight, model.lxrt_encoder.model.bert.encoder.layer[0].output.dense.weight):
+        assert abs(weight.std().item() - TINY_BERT["initializer_range"]) < 0.005
+    assert torch.equal(model.logit_fc[2].weight, torch.ones(2 * TINY_BERT["hidden_size"]))
 
     native = QAModel(native_config(), NUM_ANSWERS)
     load_state(native, model.state_dict(), strict=True)  # the original's key layout, key for key
@@ -303,6 +307,16 @@ def test_bert_adam_original_arguments(warmup: float, t_total: int, schedule: str
             assert torch.equal(p.detach(), q.detach())
 
 
+def test_bert_adam_without_steps_for_evaluation_only_runs():
+    p = nn.Parameter(torch.ones(2))
+    opt = BertAdam([p], lr=1e-4, warmup=0.1, t_total=0)  # an empty training loader, as with --test
+    p.grad = torch.ones(2)
+    with pytest.raises(ValueError, match="t_total=0"):
+        opt.step()
+    with pytest.raises(ValueError, match="schedule"):
+        BertAdam([p], lr=1e-4, schedule="warmup_cubic")
+
+
 def test_load_obj_tsv_returns_the_original_dicts_from_the_store(workdir: Path):
     tsv = workdir / "feat_obj36.tsv"
     records = write_obj36(tsv, 5, seed=3, feat_dim=24)
@@ -333,6 +347,18 @@ def test_load_obj_tsv_returns_the_original_dicts_from_the_store(workdir: Path):
     clone = pickle.loads(pickle.dumps(again[1]))
     np.testing.assert_array_equal(clone["features"], records[1].features)
     assert clone.get("missing") is None and "boxes" in clone
+
+
+def test_pixel_boxes_normalize_back_exactly():
+    rng = np.random.default_rng(0)
+    n = 200_000
+    h, w = rng.integers(1, 5000, n), rng.integers(1, 5000, n)
+    scale = np.stack([w, h, w, h], 1).astype(np.float32)
+    norm = (rng.random((n, 4)) * scale).astype(np.float32) / scale  # what a store holds
+    back = np.concatenate([pixel_boxes(norm[i : i + 1], h[i], w[i]) for i in range(0, 2000)])
+    np.testing.assert_array_equal(back / scale[:2000], norm[:2000])
+    px = norm * scale  # the same product, vectorized over all rows
+    np.testing.assert_array_equal(px / scale, norm)
 
 
 def test_load_obj_tsv_float16_store_gives_float32(workdir: Path):
@@ -382,6 +408,10 @@ def test_pretraining_model_losses_equal_the_native_losses(workdir: Path):
     torch.testing.assert_close(losses[0], expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(total, ref_total, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(answer, out.answer_logits, rtol=0, atol=1e-6)
+    # A batch without any QA target: that loss is 0 (the native losses' rule), not NaN.
+    total, losses, _ = model(text.input_ids, text.token_type_ids, text.attention_mask, lm, feats, pos, obj, matched,
+                             torch.full((b,), -1))
+    assert losses[0, -1] == 0 and torch.isfinite(total)
 
 
 def test_from_pretrained_loads_bert_weights(workdir: Path):
@@ -402,15 +432,18 @@ def test_from_pretrained_loads_bert_weights(workdir: Path):
     assert "bert.encoder.layer.2.output.dense.weight" not in ours  # llayers=2 of BERT's 3
     assert not torch.equal(ours["answer_head.logit_fc.0.weight"][:5, :5], torch.zeros(5, 5))
     encoder = LXRTEncoder(argparse.Namespace(**{**vars(ARGS), "from_scratch": False}), MAX_LEN)
-    torch.testing.assert_close(encoder.model.state_dict()["bert.embeddings.word_embeddings.weight"],
-                               theirs["bert.embeddings.word_embeddings.weight"], rtol=0, atol=0)
+    word = "bert.embeddings.word_embeddings.weight"
+    torch.testing.assert_close(encoder.model.state_dict()[word], theirs[word], rtol=0, atol=0)
+    scratch = LXRTEncoder(ARGS, MAX_LEN)  # --fromScratch re-initializes what BERT gave
+    assert not torch.equal(scratch.model.state_dict()[word], theirs[word])
 
 
 def test_load_lxmert_qa_matches_the_native_loader(workdir: Path):
     from tasks.finetune import load_lxmert_qa as native_load_qa
 
     repo_data = Path(__file__).resolve().parents[1] / "data"
-    label2ans = json.loads((repo_data / "vqa" / "trainval_label2ans.json").read_text())[:40]
+    label2ans = json.loads((repo_data / "vqa" / "trainval_label2ans.json").read_text())[:30]
+    label2ans += ["Two", "grey", "the man", "A dog.", "not an answer of the table"]  # normalized, or absent
     table = AnswerTable()
     assert table.num_answers == 9500 and table.used(table.convert_ans("Two"))
     pre = LXMERTForPretraining(native_config(table.num_answers))
@@ -422,5 +455,7 @@ def test_load_lxmert_qa_matches_the_native_loader(workdir: Path):
     native_load_qa(native, str(workdir / "model"), label2ans, table.all_answers(), table.convert_ans)
     for key, value in native.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
-    row = table.ans2id(table.convert_ans(label2ans[1]))
-    torch.testing.assert_close(model.logit_fc[3].weight[1], pre.answer_head.logit_fc[3].weight[row])
+    for label in (1, 30, 31, 32, 33):
+        row = table.ans2id(table.convert_ans(label2ans[label]))
+        torch.testing.assert_close(model.logit_fc[3].weight[label], pre.answer_head.logit_fc[3].weight[row])
+    assert not model.logit_fc[3].weight[34].any() and model.logit_fc[3].bias[34] == 0

@@ -188,6 +188,14 @@ def _bert_state(folder: Path) -> tuple[dict[str, Tensor], Path] | None:
     return None
 
 
+def _mean_ce(scores: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy averaged over the labels that are not -1; 0 when there are none (not NaN)."""
+    keep = labels != -1
+    if not bool(keep.any()):
+        return scores.sum() * 0.0
+    return F.cross_entropy(scores[keep], labels[keep])
+
+
 class BertPreTrainedModel(nn.Module):
     """Base of the original's models: holds a ``BertConfig``; ``init_bert_weights``; ``from_pretrained``."""
 
@@ -349,7 +357,8 @@ class LXRTPretraining(BertPreTrainedModel):
         """``(total loss, (1, n) stack of the computed losses, answer scores)``; -1 marks no target.
 
         Losses, in this order when their targets are given: Mask_LM, Matched, the visual losses
-        (Obj, Attr, Feat: confidence- or mask-weighted mean over every region, x 1/0.15), QA.
+        (Obj, Attr, Feat: confidence- or mask-weighted mean over every region, x 1/0.15), QA. A
+        loss whose targets are all -1 in the batch is 0 (the original's would be NaN).
         """
         out = self.bert(input_ids, visual_feats, pos, attention_mask, token_type_ids)
         answer_score = self.answer_head(out.pooled) if self.task_qa else out.pooled[0][0]
@@ -358,12 +367,12 @@ class LXRTPretraining(BertPreTrainedModel):
         if masked_lm_labels is not None and self.task_mask_lm:
             # The vocabulary projection only for the labelled tokens: the same mean cross-entropy.
             keep = masked_lm_labels != -1
-            loss = F.cross_entropy(self.cls.predictions(out.lang[keep]), masked_lm_labels[keep])
+            loss = _mean_ce(self.cls.predictions(out.lang[keep]), masked_lm_labels[keep])
             total = total + loss
             losses.append(loss)
         if matched_label is not None and self.task_matched:
             match_score = self.cls.seq_relationship(out.pooled)
-            loss = F.cross_entropy(match_score.view(-1, 2), matched_label.view(-1), ignore_index=-1)
+            loss = _mean_ce(match_score.view(-1, 2), matched_label.view(-1))
             total = total + loss
             losses.append(loss)
         if obj_labels is not None and self.task_obj_predict:
@@ -384,7 +393,7 @@ class LXRTPretraining(BertPreTrainedModel):
                 losses.append(loss)
             total = total + visual
         if ans is not None and self.task_qa:
-            loss = F.cross_entropy(answer_score.view(-1, self.num_answers), ans.view(-1), ignore_index=-1)
+            loss = _mean_ce(answer_score.view(-1, self.num_answers), ans.view(-1))
             total = total + loss
             losses.append(loss)
         if not losses:

@@ -62,8 +62,6 @@ class BertAdam(_EngineBertAdam):
             raise ValueError(f"Invalid b2 parameter: {b2} - should be in [0.0, 1.0[")
         if not e >= 0.0:
             raise ValueError(f"Invalid epsilon value: {e} - should be >= 0.0")
-        if t_total == 0:
-            raise ValueError("t_total must be a positive number of steps, or -1 for a constant learning rate")
         params = list(params)
         given = params if params and isinstance(params[0], dict) else [{}]
         # The engine accepts warmup in [0, 1) only; the original also takes -1 with a schedule.
@@ -77,6 +75,8 @@ class BertAdam(_EngineBertAdam):
     def current_lr(self, group: dict, step: int) -> float:
         if group["t_total"] == -1:
             return group["lr"]
+        if group["t_total"] == 0:  # accepted at construction (evaluation-only runs), as the original
+            raise ValueError("BertAdam with t_total=0 cannot step: give the number of steps, or -1")
         return group["lr"] * SCHEDULES[group.get("schedule", "warmup_linear")](step / group["t_total"], group["warmup"])
 
     def get_lr(self) -> list[float]:

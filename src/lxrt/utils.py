@@ -24,18 +24,13 @@ _LAZY = ("boxes", "features")
 
 
 def pixel_boxes(norm: np.ndarray, img_h: int, img_w: int) -> np.ndarray:
-    """Pixel boxes (N, 4) float32 that the original's ``boxes[:, (0, 2)] /= img_w; boxes[:, (1, 3)]
-    /= img_h`` turns back into exactly ``norm`` (the store's normalized boxes)."""
-    scale = np.array([img_w, img_h, img_w, img_h], dtype=np.float32)
-    px = (norm.astype(np.float64) * scale.astype(np.float64)).astype(np.float32)
-    for _ in range(8):  # a product rounded to float32 may be an ulp off the division's preimage
-        back = px / scale
-        low, high = back < norm, back > norm
-        if not (low.any() or high.any()):
-            break
-        px = np.where(low, np.nextafter(px, np.float32(np.inf)), px)
-        px = np.where(high, np.nextafter(px, np.float32(-np.inf)), px)
-    return px
+    """Pixel boxes (N, 4) float32 from the store's normalized ones.
+
+    The float32 product is what the original's ``boxes[:, (0, 2)] /= img_w; boxes[:, (1, 3)] /= img_h``
+    turns back into exactly ``norm`` (a float32 quotient times its divisor, rounded to float32, is
+    a preimage of that quotient), so original-style code sees the store's boxes to the bit.
+    """
+    return norm * np.array([img_w, img_h, img_w, img_h], dtype=np.float32)
 
 
 class ObjRecord(dict):

@@ -237,8 +237,13 @@ def test_encoder_save_load_and_multi_gpu_keys(workdir: Path, capsys: pytest.Capt
     assert "answer_head.logit_fc.0.weight" in printed and "Weights in loaded but not in model:" in printed
     for k, v in other.model.state_dict().items():
         torch.testing.assert_close(v, pre.state_dict()[k], rtol=0, atol=0)
-    other.multi_gpu()
-    assert isinstance(other.model, nn.DataParallel) and other.dim == TINY_BERT["hidden_size"]
+    other.eval()
+    feats, boxes = torch.rand(2, 36, 2048), torch.rand(2, 36, 4)
+    with torch.no_grad():
+        single = other(SENTS[:2], (feats, boxes))
+        other.multi_gpu()
+        assert isinstance(other.model, nn.DataParallel) and other.dim == TINY_BERT["hidden_size"]
+        torch.testing.assert_close(other(SENTS[:2], (feats, boxes)), single, rtol=0, atol=1e-6)
     torch.save({"cls.x": torch.zeros(1)}, workdir / "bad_LXRT.pth")
     with pytest.raises(Exception, match="none of the encoder's weights"):
         other.load(str(workdir / "bad"))

@@ -179,12 +179,13 @@ def lxrt_config(config: BertConfig, num_answers: int | None = None) -> LXRTConfi
 # Models
 
 
-def _bert_state(folder: Path) -> tuple[dict[str, Tensor], Path] | None:
-    for name in BERT_WEIGHT_FILES:
-        if (folder / name).is_file():
-            state = read_state_dict(folder / name)
-            renamed = {k.replace("gamma", "weight").replace("beta", "bias"): v for k, v in state.items()}
-            return renamed, folder / name
+def _bert_state(folder: Path, weights_file: Path | None = None) -> tuple[dict[str, Tensor], Path] | None:
+    """BERT's tensors (TensorFlow-style ``gamma``/``beta`` renamed) and the file they came from."""
+    candidates = [weights_file] if weights_file is not None else [folder / name for name in BERT_WEIGHT_FILES]
+    for path in candidates:
+        if path.is_file():
+            state = read_state_dict(path)
+            return {k.replace("gamma", "weight").replace("beta", "bias"): v for k, v in state.items()}, path
     return None
 
 
@@ -233,8 +234,9 @@ class BertPreTrainedModel(nn.Module):
             raise ValueError("from_tf is not supported: convert the TensorFlow checkpoint to PyTorch first")
         name = str(pretrained_model_name_or_path)
         folder = resolve_bert(name)
+        weights_file = None
         if folder is not None and folder.is_file():  # a weights file; its config sits next to it
-            folder = folder.parent
+            weights_file, folder = folder, folder.parent
         config_file = next((folder / f for f in BERT_CONFIG_FILES if (folder / f).is_file()), None) if folder else None
         if config_file is not None:
             config = BertConfig.from_json_file(config_file)
@@ -245,7 +247,7 @@ class BertPreTrainedModel(nn.Module):
         model = cls(config, *inputs, **kwargs)
         source = "<state_dict>"
         if state_dict is None:
-            found = _bert_state(folder) if folder is not None else None
+            found = _bert_state(folder, weights_file) if folder is not None else None
             if found is None:
                 looked = ", ".join(BERT_DIRS.get(name, (name,)))
                 print(

@@ -371,3 +371,33 @@ def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
         nn.init.zeros_(module.bias)
     if isinstance(module, nn.Linear) and module.bias is not None:
         nn.init.zeros_(module.bias)
+
+
+# --------------------------------------------------------------------------------------------------
+# The original code's names, for code written against its ``lxrt.modeling``. The model classes
+# (``BertConfig``, ``VISUAL_CONFIG``, ``LXRTFeatureExtraction``, ``LXRTPretraining``, ...) live in
+# ``lxrt.compat`` and are loaded on first access: they build on the heads, which build on this module.
+
+BertLayerNorm = nn.LayerNorm
+
+
+def gelu(x: Tensor) -> Tensor:
+    """Exact GeLU as a function (the original's ``gelu``)."""
+    return F.gelu(x)
+
+
+_COMPAT_NAMES = (
+    "VISUAL_CONFIG", "VisualConfig", "BertConfig", "BertPreTrainedModel", "LXRTFeatureExtraction", "LXRTPretraining",
+)
+
+
+def __getattr__(name: str):
+    if name in _COMPAT_NAMES:
+        from . import compat
+
+        return getattr(compat, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_COMPAT_NAMES])

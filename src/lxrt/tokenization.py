@@ -12,6 +12,7 @@ with 0, token types 0 (the original's ``convert_sents_to_features``).
 from __future__ import annotations
 
 import unicodedata
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,3 +261,64 @@ class LXRTTokenizer:
             mask[row] = enc.attention_mask
             types[row] = enc.type_ids
         return TokenizedBatch(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types))
+
+
+# --------------------------------------------------------------------------------------------------
+# The original code's ``BertTokenizer``, for code written against its ``lxrt.tokenization``.
+
+VOCAB_NAME = "vocab.txt"
+PRETRAINED_VOCABS: dict[str, Path] = {"bert-base-uncased": DEFAULT_VOCAB_PATH}
+PRETRAINED_MAX_LEN: dict[str, int] = {"bert-base-uncased": 512}
+
+
+class BertTokenizer(LXRTTokenizer):
+    """``LXRTTokenizer`` with the original's constructor and ``from_pretrained``.
+
+    Only what the original uses with LXMERT is available: uncased (``do_lower_case=True``) basic +
+    WordPiece tokenization with the standard special tokens.
+    """
+
+    def __init__(
+        self,
+        vocab_file: str | Path,
+        do_lower_case: bool = True,
+        max_len: int | None = None,
+        do_basic_tokenize: bool = True,
+        never_split: Sequence[str] = SPECIAL_TOKENS,
+    ) -> None:
+        if not do_lower_case or not do_basic_tokenize or tuple(never_split) != SPECIAL_TOKENS:
+            raise ValueError(
+                "only the uncased BERT tokenizer is available (do_lower_case=True, do_basic_tokenize=True, "
+                f"never_split={SPECIAL_TOKENS})"
+            )
+        if not Path(vocab_file).is_file():
+            raise ValueError(f"Can't find a vocabulary file at path '{vocab_file}'")
+        super().__init__(vocab_file)
+        self.max_len = max_len if max_len is not None else int(1e12)
+
+    def __reduce__(self) -> tuple[type, tuple[Path, bool, int]]:
+        return (type(self), (self.vocab_path, True, self.max_len))
+
+    def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]:
+        ids = super().convert_tokens_to_ids(tokens)
+        if len(ids) > self.max_len:
+            warnings.warn(
+                f"Token indices sequence length is longer than the specified maximum sequence length for this "
+                f"BERT model ({len(ids)} > {self.max_len}). Running this sequence through BERT will result in "
+                "indexing errors",
+                stacklevel=2,
+            )
+        return ids
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | Path, cache_dir: str | None = None, *inputs, **kwargs
+    ) -> BertTokenizer:
+        """``"bert-base-uncased"`` (the shipped vocabulary), a folder with ``vocab.txt``, or a vocab file."""
+        name = str(pretrained_model_name_or_path)
+        if name in PRETRAINED_VOCABS:
+            vocab_file = PRETRAINED_VOCABS[name]
+            kwargs["max_len"] = min(kwargs.get("max_len") or int(1e12), PRETRAINED_MAX_LEN[name])
+        else:
+            vocab_file = Path(name) / VOCAB_NAME if Path(name).is_dir() else Path(name)
+        return cls(vocab_file, *inputs, **kwargs)

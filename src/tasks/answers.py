@@ -17,25 +17,8 @@ from typing import Any
 import numpy as np
 
 from lxrt.fileio import describe_file
+from lxrt.qa_answer_table import convert_ans
 
-# Normalizations the pretraining answer table applies (``convert_ans`` of the original).
-_ANS_CONVERT: dict[str, str] = {
-    "a man": "man",
-    "the man": "man",
-    "a woman": "woman",
-    "the woman": "woman",
-    "one": "1",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-    "ten": "10",
-    "grey": "gray",
-}
 QA_SETS: tuple[str, ...] = ("vqa", "gqa", "visual7w")
 
 
@@ -62,23 +45,6 @@ def load_json(path: str | Path) -> Any:
         raise DataFormatError(f"{path}:{err.lineno}:{err.colno}: invalid JSON ({err.msg}){hint}") from None
     except UnicodeDecodeError as err:
         raise DataFormatError(f"{path}: not UTF-8 text ({err})") from None
-
-
-def convert_ans(ans: str) -> str:
-    """The original's answer normalization for the pretraining table.
-
-    Lowercase; drop one trailing "."; drop leading "a ", then "an ", then "the "; map number words
-    one..ten to digits and "grey" to "gray".
-    """
-    if not ans:
-        return ""
-    ans = ans.lower()
-    if ans[-1] == ".":
-        ans = ans[:-1].strip()
-    for article in ("a ", "an ", "the "):
-        if ans.startswith(article):
-            ans = ans[len(article) :].strip()
-    return _ANS_CONVERT.get(ans, ans)
 
 
 class AnswerTable:

@@ -85,7 +85,8 @@ def model_config(state: Mapping[str, Tensor], base: LXRTConfig | None, source: s
         visn = state[ENCODER + "encoder.visn_fc.visn_fc.weight"]
         boxes = state[ENCODER + "encoder.visn_fc.box_fc.weight"]
     except KeyError as err:
-        raise AskError(f"{source}: not an LXMERT task snapshot (no {err.args[0]!r})") from None
+        hint = ": a pretraining snapshot (bert.*); fine-tune it first" if any(k.startswith("bert.") for k in state) else ""
+        raise AskError(f"{source}: not an LXMERT task snapshot (no {err.args[0]!r}){hint}") from None
     hidden = int(words.shape[1])
     layers = {
         "llayers": _count(state, re.escape(ENCODER) + r"encoder\.layer\.(\d+)\."),

@@ -86,9 +86,8 @@ def test_probe_reads_the_attention_the_model_computes(demo_run, monkeypatch) -> 
     np.testing.assert_allclose(result.regions.importance, expected, rtol=1e-5, atol=1e-7)
 
     asker.model.pooled_only = False  # the probe must say so when the layer runs another way
-    with pytest.raises(RuntimeError, match="did not run"):
-        with CrossAttentionProbe(asker.model.lxrt_encoder.bert):
-            asker.model(*_inputs(asker, image_path(rec["img_id"]), rec["sent"]))
+    with pytest.raises(RuntimeError, match="did not run"), CrossAttentionProbe(asker.model.lxrt_encoder.bert):
+        asker.model(*_inputs(asker, image_path(rec["img_id"]), rec["sent"]))
 
 
 def _inputs(asker: Asker, image: Path, text: str) -> tuple:
@@ -125,7 +124,7 @@ def test_cli_bad_input_is_a_clear_error(demo_run, tmp_path, capsys) -> None:
         ([str(text_file), "what color?"], ["notes.png", "not a readable image"]),
         ([str(tmp_path / "missing.jpg"), "what color?"], ["missing.jpg", "cannot read the file"]),
         ([img, "   "], ["empty question"]),
-        ([img, img, "two images?"], ["takes IMAGE \"QUESTION\"", "2 image(s)"]),
+        ([img, img, "two images?"], ['takes IMAGE "QUESTION"', "2 image(s)"]),
         ([img, "what?", "--load", str(tmp_path / "nothing")], ["checkpoint not found"]),
         ([img, "what?", "--task", "nlvr2"], ["--task nlvr2", "question-answering snapshot"]),
         ([img, "what?", "--extractor", "grid"], ["198-d features", "trained on 268-d"]),

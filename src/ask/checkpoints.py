@@ -85,7 +85,8 @@ def model_config(state: Mapping[str, Tensor], base: LXRTConfig | None, source: s
         visn = state[ENCODER + "encoder.visn_fc.visn_fc.weight"]
         boxes = state[ENCODER + "encoder.visn_fc.box_fc.weight"]
     except KeyError as err:
-        hint = ": a pretraining snapshot (bert.*); fine-tune it first" if any(k.startswith("bert.") for k in state) else ""
+        pretraining = any(k.startswith("bert.") for k in state)
+        hint = ": a pretraining snapshot (bert.*); fine-tune it first" if pretraining else ""
         raise AskError(f"{source}: not an LXMERT task snapshot (no {err.args[0]!r}){hint}") from None
     hidden = int(words.shape[1])
     layers = {

@@ -58,7 +58,7 @@ def overlay(regions: ImageRegions, top: int = TOP_REGIONS) -> Image.Image:
         x1, y1, x2, y2 = (float(v) * scale for v in regions.boxes[i])
         x2, y2 = max(x1, x2 - 1), max(y1, y2 - 1)  # boxes are exclusive at the right and bottom
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=width * (2 if rank == 0 else 1))
-        parts = [f"{rank + 1}"]
+        parts = [f"#{rank + 1}"]
         if regions.importance is not None:
             parts.append(f"{regions.importance[i]:.0%}")
         if regions.labels is not None:

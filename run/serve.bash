@@ -11,6 +11,10 @@ if [ ! -x .venv/bin/python ]; then
     bash run/setup.bash
 fi
 stamp=".venv/.installed-serve-$(cat requirements-serve.txt | sha1sum | cut -c1-12)"
+pinned="$(sed -n 's/^gradio==//p' requirements-serve.txt)"
+if [ ! -f "$stamp" ] && .venv/bin/python -c "import gradio, sys; sys.exit(gradio.__version__ != '$pinned')" 2>/dev/null; then
+    touch "$stamp"  # already there (run/setup.bash --dev installs it for the tests)
+fi
 if [ ! -f "$stamp" ]; then
     echo "installing the page's dependencies (requirements-serve.txt) into .venv"
     # torch pinned as a constraint: nothing here may replace the installed build.

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,11 +16,11 @@ import torch
 from PIL import Image
 
 from ask import Asker, AskError, ImageRegions
-from ask.asker import CrossAttentionProbe
+from ask.asker import CrossAttentionProbe, region_labels
 from ask.cli import main as ask_main
 from ask.draw import OTHERS, STRONGEST, answer_figure, display_scale, overlay, verify_figure
 from demo.easy_vqa_data import image_path
-from features.extractors import GridObjectExtractor
+from features.extractors import GridObjectExtractor, Regions
 from features.store import normalize_boxes
 from lxrt import LXRTConfig, save_state_dict
 from tasks.models import NLVR2Model, QAModel
@@ -238,7 +240,7 @@ def test_snapshots_that_do_not_fit_are_clear_errors(vqa_snapshot, photo, tmp_pat
         Asker.from_checkpoint(path, **opts).verify(photo, photo, "A statement.")
 
 
-def test_nlvr2_snapshot_judges_a_pair(photo, tmp_path) -> None:
+def test_nlvr2_snapshot_judges_a_pair(photo, tmp_path, capsys) -> None:
     feat_dim = GridObjectExtractor(**EXTRACTOR_OPTIONS).feat_dim
     path = _save(NLVR2Model(_tiny(feat_dim)), tmp_path / "nlvr2_run")
     opts = dict(extractor="grid+object", extractor_options=EXTRACTOR_OPTIONS, data_root=REPO_DATA)
@@ -258,6 +260,20 @@ def test_nlvr2_snapshot_judges_a_pair(photo, tmp_path) -> None:
         asker.ask(photo, "what?")
     with pytest.raises(AskError, match="--task vqa, but the file is an NLVR2 snapshot"):
         Asker.from_checkpoint(path, task="vqa", **opts)
+
+    photo.save(tmp_path / "left.png")
+    other.save(tmp_path / "right.png")
+    argv = [str(tmp_path / "left.png"), str(tmp_path / "right.png"), "The left image has more colours.",
+            "--load", str(path), "--extractor", "grid+object", "--option", "grid=2", "--option", "patch=4",
+            "--data-root", str(REPO_DATA)]  # fmt: skip
+    assert ask_main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    verdict = "true" if result.prob_true >= 0.5 else "false"
+    assert printed[1] == f"  {verdict}  (P(true) = {result.prob_true:.3f})"
+    assert (
+        printed[-1] == f"picture: {tmp_path / 'nlvr2_run' / 'ask' / 'left-right-the-left-image-has-more-colours.png'}"
+    )
+    assert ask_main(argv[1:]) == 2 and "takes LEFT RIGHT" in capsys.readouterr().err
 
 
 # ---- drawing
@@ -282,3 +298,32 @@ def test_overlay_boxes_the_strongest_region_in_red(tmp_path) -> None:
     answer_figure(result, tmp_path / "a.png")
     with Image.open(tmp_path / "a.png") as im:
         assert im.format == "PNG"
+
+
+def test_detector_labels_name_the_regions(tmp_path) -> None:
+    (tmp_path / "objects_vocab.txt").write_text("yolk\ngoal,goals\nshirt\n")
+    (tmp_path / "attributes_vocab.txt").write_text("gray,grey\nred\n")
+    boxes, feats = np.zeros((3, 4), np.float32), np.zeros((3, 2), np.float32)
+    plain = Regions(boxes, feats, objects_id=np.asarray([2, 1, 7]), objects_conf=np.ones(3, np.float32))
+    assert region_labels(plain, [tmp_path / "missing", tmp_path]) == ["shirt", "goal", "class 7"]
+    with_attrs = SimpleNamespace(objects_id=np.asarray([2, 0]), attrs_id=np.asarray([1, 0]))
+    assert region_labels(with_attrs, [tmp_path]) == ["red shirt", "gray yolk"]
+    assert region_labels(Regions(boxes, feats), [tmp_path]) is None  # no detector ids
+    assert region_labels(plain, [tmp_path / "missing"]) is None  # no label files
+
+
+def test_ask_script_runs_from_bash(demo_run, tmp_path) -> None:
+    best, records, preds = _demo(demo_run)
+    rec = records[0]
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "x.png"
+    done = subprocess.run(
+        ["bash", str(repo / "run" / "ask.bash"), str(image_path(rec["img_id"])), rec["sent"], "--load", str(best),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].split()[1] == preds[rec["question_id"]] and out.is_file()
+    bad = subprocess.run(["bash", str(repo / "run" / "ask.bash"), str(tmp_path), "what?", "--load", str(best)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.startswith("ask: error:") and "Traceback" not in bad.stderr

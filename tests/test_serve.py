@@ -11,6 +11,7 @@ import importlib.util
 import json
 import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -118,6 +119,16 @@ def test_examples_include_easy_vqa_images(tmp_path) -> None:
     for path in photos:  # real photos when scikit-image is installed
         with Image.open(path) as im:
             assert im.width >= 300
+
+
+def test_serve_script_help() -> None:
+    if importlib.util.find_spec("gradio") is None:
+        pytest.skip("gradio is not installed (pip install -r requirements-serve.txt)")
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["bash", str(repo / "run" / "serve.bash"), "--help"], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--host" in done.stdout and "127.0.0.1" in done.stdout and "installing" not in done.stdout
 
 
 # ---- the page in a real browser

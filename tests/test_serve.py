@@ -73,6 +73,7 @@ def test_bad_requests_give_a_message_and_the_service_keeps_serving(demo_run, tmp
     shutil.copy(image_path(records[0]["img_id"]), good)
     (uploads / "notes.png").write_text("not a picture")
     Image.new("RGB", (3000, 2000)).save(uploads / "huge.png")
+    shutil.copy(good, tmp_path / "elsewhere.png")  # a real image, but not among the uploads
     service = Service(str(best), allowed=[uploads], max_pixels=5_000_000)
     cases = [
         (uploads / "notes.png", "what color?", "not a readable image"),
@@ -121,6 +122,7 @@ def test_examples_include_easy_vqa_images(tmp_path) -> None:
             assert im.width >= 300
 
 
+@pytest.mark.slow
 def test_serve_script_help() -> None:
     if importlib.util.find_spec("gradio") is None:
         pytest.skip("gradio is not installed (pip install -r requirements-serve.txt)")

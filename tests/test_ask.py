@@ -202,6 +202,8 @@ def test_snapshots_that_do_not_fit_are_clear_errors(vqa_snapshot, photo, tmp_pat
         Asker.from_checkpoint(path, extractor="grid+object", data_root=REPO_DATA)
     with pytest.raises(AskError, match=r"has 3129 answers but the answer table .*gqa.* has 1842"):
         Asker.from_checkpoint(path, task="gqa", **opts)
+    with pytest.raises(AskError, match="--task nlvr2, but the file is a question-answering snapshot"):
+        Asker.from_checkpoint(path, task="nlvr2", **opts)
     with pytest.raises(AskError, match="76-d region features: pass --extractor"):
         Asker.from_checkpoint(path, data_root=REPO_DATA)  # no extractor given, none registered as butd
 
@@ -212,7 +214,7 @@ def test_snapshots_that_do_not_fit_are_clear_errors(vqa_snapshot, photo, tmp_pat
     (short / "vqa" / "trainval_ans2label.json").write_text(json.dumps({a: i for i, a in enumerate(labels)}))
     with pytest.raises(AskError, match="has 3129 answers but the answer table .* has 3128"):
         Asker.from_checkpoint(path, task="vqa", **{**opts, "data_root": short})
-    with pytest.raises(AskError, match="cannot tell its task"):
+    with pytest.raises(AskError, match="3129 answers and no config.json saying its task"):
         Asker.from_checkpoint(path, **{**opts, "data_root": short})
 
     state = torch.load(path, weights_only=True)

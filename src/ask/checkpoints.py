@@ -162,6 +162,8 @@ def inspect_checkpoint(
 
     if kind == "nlvr2":
         found = "nlvr2"
+    elif wanted == "nlvr2":
+        raise AskError(f"{path}: --task nlvr2, but the file is a question-answering snapshot ({outputs} answers)")
     elif wanted in QA_TASKS:
         found = wanted
     elif saved in QA_TASKS:
@@ -169,21 +171,15 @@ def inspect_checkpoint(
     else:
         matches = [t for t, n in answer_table_sizes(root).items() if n == outputs]
         if len(matches) != 1:
-            tables = (
-                f"answer tables of that size: {', '.join(matches)}"
-                if matches
-                else (f"no answer table under {root} has that size")
-            )
+            tables = f"answer tables of that size: {', '.join(matches)}" if matches else "none has that size"
             raise AskError(
-                f"{path}: a question-answering head with {outputs} answers; cannot tell its task ({tables}); "
+                f"{path}: a question-answering head with {outputs} answers and no config.json saying its task "
+                f"(answer tables under {root}: {tables}); "
                 "pass --task vqa|gqa|demo"
             )
         found = matches[0]
-    if wanted is not None and wanted != found:
-        what = "an NLVR2 snapshot (2-way head on two images)" if found == "nlvr2" else f"a {found} snapshot"
-        if found != "nlvr2" and wanted == "nlvr2":
-            what = f"a question-answering snapshot ({outputs} answers)"
-        raise AskError(f"{path}: --task {wanted}, but the file is {what}")
+    if wanted is not None and wanted != found:  # only a question-answering task asked of an NLVR2 head
+        raise AskError(f"{path}: --task {wanted}, but the file is an NLVR2 snapshot (2-way head on two images)")
     if saved is not None and saved != found and wanted is None:
         raise AskError(f"{path}: {path.parent / 'config.json'} says task {saved!r} but the head is {found!r}")
     info = CheckpointInfo(path=path, task=found, model=model, num_outputs=outputs, run=run, data_root=root)

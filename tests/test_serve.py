@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from ask import find_checkpoints
-from ask.serve import NO_ANSWER, Service, build_page, example_images, upload_path, upload_roots
+from ask.serve import EASY_VQA_EXAMPLES, NO_ANSWER, Service, build_page, example_images, upload_path, upload_roots
 from demo.easy_vqa_data import image_path
 from lxrt import LXRTConfig, save_state_dict
 from tasks.models import NLVR2Model
@@ -40,11 +40,13 @@ def _demo(demo_run) -> tuple[Path, list[dict], dict]:
 
 
 def _known(records: list[dict], preds: dict, skip: int = 0) -> dict:
-    """A colour or shape question the demo model answers right (its evaluation says so)."""
-    right = [
-        r for r in records
-        if r["question_type"] in ("color", "shape") and preds[r["question_id"]] in r["label"]
-    ]  # fmt: skip
+    """A colour or shape question the demo model answers right (its evaluation says so); different
+    ``skip`` give different sentences, so the page's status line changes from one to the next."""
+    right, seen = [], set()
+    for r in records:
+        if r["question_type"] in ("color", "shape") and preds[r["question_id"]] in r["label"] and r["sent"] not in seen:
+            seen.add(r["sent"])
+            right.append(r)
     return right[skip]
 
 
@@ -228,3 +230,13 @@ def test_page_reports_a_non_image_then_answers(served, demo_run, tmp_path) -> No
     assert "⚠️" in status and "not a readable image" in status, status
     _ask(page, image_path(rec["img_id"]), rec["sent"])
     assert page.locator("#status strong").inner_text() == preds[rec["question_id"]]
+
+    question = EASY_VQA_EXAMPLES[0][2]  # an example: image and question in one click
+    page.get_by_text(question, exact=True).first.click()
+    page.locator("#ask").click()
+    page.wait_for_function(
+        "q => { const s = document.querySelector('#status').innerText; return s.includes(q) || s.includes('⚠️'); }",
+        arg=question, timeout=30_000,
+    )  # fmt: skip
+    status = page.locator("#status").inner_text()
+    assert "⚠️" not in status and EASY_VQA_EXAMPLES[0][2] in status, status

@@ -190,8 +190,8 @@ def example_images(folder: Path) -> tuple[list[list[str]], list[str]]:
 
 
 def upload_roots() -> list[str]:
-    """Folders Gradio stores uploads and example copies in (its cache, under the temp folder by default)."""
-    return sorted({tempfile.gettempdir(), os.environ.get("GRADIO_TEMP_DIR", tempfile.gettempdir())})
+    """The folder Gradio keeps uploads and copies of the examples in (its ``get_upload_folder``)."""
+    return [os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")]
 
 
 def build_page(service: Service, examples_dir: Path | None = None) -> Any:

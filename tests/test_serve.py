@@ -89,8 +89,8 @@ def test_bad_requests_give_a_message_and_the_service_keeps_serving(demo_run, tmp
         assert answers == NO_ANSWER and picture is None and status.startswith("⚠️") and words in status, status
         answers, _, status = service.answer(str(good), "what shape is in the image?")  # still serving
         assert len(answers) == 5 and status.startswith("**")
-    _, _, status = service.answer(str(good), "what?", str(tmp_path / "missing" / "BEST.pth"))
-    assert "checkpoint not found" in status
+    _, _, status = service.answer(str(good), "what?", str(tmp_path / "other" / "BEST.pth"))
+    assert "not one of the models listed" in status
     verdict, left, right, status = service.verify(str(good), str(good), "There is a shape.", None)
     assert verdict == NO_ANSWER and left is None and "no NLVR2 snapshot" in status
     _, _, _, status = service.verify(str(good), str(good), "There is a shape.", str(best))
@@ -113,6 +113,9 @@ def test_model_picker_lists_snapshots_with_their_task(demo_run, tmp_path) -> Non
     service = Service(str(snap / "demo" / "BEST.pth"), snap_root=str(snap))
     assert service.checkpoints()[0][1] == str(snap / "demo" / "BEST.pth")
     assert [p for _, p in service.checkpoints(nlvr2=True)] == [str(snap / "nlvr2" / "pair" / "BEST.pth")]
+    image = str(image_path("test_0"))  # a listed snapshot is loaded (its extractor was not given: a message)
+    *_, status = service.verify(image, image, "A shape.", str(snap / "nlvr2" / "pair" / "BEST.pth"))
+    assert "76-d region features: pass --extractor" in status, status
     assert upload_path({"path": "/a/b.png", "url": None}) == "/a/b.png" and upload_path("x.png") == "x.png"
 
 

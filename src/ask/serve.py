@@ -77,6 +77,7 @@ class Service:
         self.allowed = [Path(p).resolve() for p in allowed]
         self.max_pixels = max_pixels
         self._askers: dict[str, Asker] = {}
+        self._known = {self.default}  # the snapshots a request may name: the served one and the picker's
         self._lock = threading.Lock()
 
     # -- models
@@ -86,11 +87,14 @@ class Service:
         if not nlvr2 and not any(Path(p) == Path(self.default) for _, p in found):
             found.insert(0, (self.default, self.default))
         found.sort(key=lambda c: Path(c[1]) != Path(self.default))
+        self._known.update(p for _, p in found)
         return found
 
     def asker(self, load: str | None) -> Asker:
         """The snapshot ``load`` (default: the served one), loaded on first use."""
         key = str(load or self.default)
+        if key not in self._known:
+            raise AskError(f"{key}: not one of the models listed on the page")
         with self._lock:
             if key not in self._askers:
                 run = read_run_config(Path(key).parent) if Path(key).parent.is_dir() else None

@@ -235,6 +235,14 @@ def test_snapshots_that_do_not_fit_are_clear_errors(vqa_snapshot, photo, tmp_pat
     with pytest.raises(AskError, match="not a readable PyTorch checkpoint"):
         Asker.from_checkpoint(broken, **opts)
 
+    asker = Asker.from_checkpoint(path, **opts)
+    asker.extractor = type(
+        "Empty",
+        (),
+        {"name": "empty", "feat_dim": 76, "__call__": lambda self, im: Regions(np.zeros((0, 4)), np.zeros((0, 76)))},
+    )()
+    with pytest.raises(AskError, match="'empty' found no regions in the 120x90 image"):
+        asker.ask(photo, "what?")
     asker = Asker.from_checkpoint(path, max_pixels=5000, **opts)
     with pytest.raises(AskError, match="120x90 = 0.0 megapixels; the limit"):
         asker.ask(photo, "what?")

@@ -358,6 +358,8 @@ class Asker:
         except ValueError as err:
             raise AskError(f"extractor {self.extractor.name!r} on a {w}x{h} image: {err}") from None
         feats = np.asarray(regions.features, dtype=np.float32)
+        if len(feats) == 0:
+            raise AskError(f"extractor {self.extractor.name!r} found no regions in the {w}x{h} image")
         if feats.shape[1] != self.info.model.visual_feat_dim:
             raise AskError(
                 f"the extractor gave {feats.shape[1]}-d features; the model reads {self.info.model.visual_feat_dim}-d"

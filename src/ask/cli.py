@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ask.asker import DEFAULT_MAX_PIXELS, TOP, Asker
+from ask.asker import TOP, Asker
 from ask.checkpoints import AskError
+from ask.inputs import DEFAULT_MAX_PIXELS
 from features.extract import _option
 from lxrt import CheckpointError
 

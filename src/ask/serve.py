@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ask.asker import DEFAULT_MAX_PIXELS, Asker
+from ask.asker import Asker
 from ask.checkpoints import DEMO_CHECKPOINT, AskError, find_checkpoints, read_run_config
 from ask.draw import overlay
+from ask.inputs import DEFAULT_MAX_PIXELS
 from features.extract import _option
 from lxrt import CheckpointError
 

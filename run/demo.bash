@@ -24,4 +24,10 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS="${OPENBLAS_
     MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 source run/_launch.sh  # PYTHON (the .venv one) and PYTHONPATH=src
 "$PYTHON" -m demo.run_demo "$@"
-case " $* " in *" --help "* | *" -h "*) ;; *) echo "demo finished in $((SECONDS - start)) s" ;; esac
+case " $* " in
+    *" --help "* | *" -h "*) ;;
+    *) echo "demo finished in $((SECONDS - start)) s"
+       example="$("$PYTHON" -c "from demo.easy_vqa_data import image_path; print(image_path('test_0'))" 2>/dev/null || echo IMAGE)"
+       echo "ask the model about a picture:  bash run/ask.bash $example \"What color is the shape?\""
+       echo "or on a local web page:         bash run/serve.bash" ;;
+esac

@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
     echo "creating .venv"
     "$PY" -m venv .venv
 fi
-stamp=".venv/.installed-$(cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)-${1:-runtime}"
+stamp=".venv/.installed-$(cat requirements.txt requirements-dev.txt requirements-serve.txt | sha1sum | cut -c1-12)-${1:-runtime}"
 if [ -f "$stamp" ]; then exit 0; fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch pulls a CUDA build of several GB.

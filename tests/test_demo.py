@@ -1,4 +1,5 @@
-"""The easy-VQA demo end to end on a small subset (200 images per split), its files and its pieces."""
+"""The easy-VQA demo end to end on a small subset (200 images per split, the ``demo_run`` fixture of
+conftest.py), its files and its pieces."""
 
 from __future__ import annotations
 
@@ -17,20 +18,6 @@ from tasks.answers import DataFormatError
 
 TYPES = ("color", "shape", "yes/no color", "yes/no shape")
 ANSWERS_PER_TYPE = {"color": 8, "shape": 3, "yes/no color": 2, "yes/no shape": 2}
-
-
-def _demo_args(root: Path) -> list[str]:
-    return [
-        "--data-root", str(root / "data"), "--output", str(root / "out"), "--max-images", "200",
-        "--epochs", "4", "--batchSize", "32", "--lr", "1e-3", "--hidden", "64", "--max-minutes", "0",
-        "--threads", "1", "--no-progress",
-    ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("demo")
-    return root, run_demo.main(_demo_args(root))
 
 
 def _chance(records: list[dict]) -> float:
@@ -73,23 +60,23 @@ def test_demo_files_have_the_documented_formats(demo_run) -> None:
         assert (out / name).is_file(), name
 
 
-def test_rerun_reuses_the_snapshot(demo_run) -> None:
+def test_rerun_reuses_the_snapshot(demo_run, demo_args) -> None:
     root, first = demo_run
     best = root / "out" / "BEST.pth"
     before = best.stat().st_mtime_ns
-    again = run_demo.main(_demo_args(root))
+    again = run_demo.main(demo_args(root))
     assert again["reused_snapshot"] and again["timings_s"]["train"] is None
     assert best.stat().st_mtime_ns == before
     assert again["accuracy"] == first["accuracy"]
 
 
-def test_resume_continues_an_unfinished_run(demo_run, tmp_path) -> None:
+def test_resume_continues_an_unfinished_run(demo_run, demo_args, tmp_path) -> None:
     root, first = demo_run
     out = tmp_path / "out"
     shutil.copytree(root / "out", out)
     state = json.loads((out / run_demo.STATE_FILE).read_text())
     (out / run_demo.STATE_FILE).write_text(json.dumps({**state, "complete": False}))  # as if killed
-    args = _demo_args(root)
+    args = demo_args(root)
     args[args.index("--output") + 1] = str(out)
     resumed = run_demo.main([*args, "--resume"])
     assert not resumed["reused_snapshot"] and resumed["epochs_trained"] == 4

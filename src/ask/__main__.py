@@ -1,0 +1,7 @@
+"""``python -m ask --help``."""
+
+import sys
+
+from ask.cli import main
+
+sys.exit(main())

@@ -1,0 +1,295 @@
+"""Ask a trained LXMERT about a picture: load a task snapshot once, then answer question after question.
+
+    asker = Asker.from_checkpoint()                       # the easy-VQA demo's model and extractor
+    result = asker.ask("shape.png", "what color is the shape?")
+    result.answers            # [("red", 0.97), ...]: the top 5 of a softmax over the answer table
+    result.regions.importance # (N,) attention of the question's [CLS] over the regions
+
+    asker = Asker.from_checkpoint("snap/vqa/vqa_lxr955/BEST", extractor="butd", extractor_options={...})
+    asker = Asker.from_checkpoint("snap/nlvr2/NAME/BEST"); asker.verify(left, right, "There are two dogs.")
+
+An image goes through the same steps as in training: a registered region extractor, the feature
+stores' rounding (float16), boxes as fractions of the image, and for the demo the standardization
+by the training images' statistics. Region importance is the attention of the language [CLS] over
+the regions in the last cross-modality layer, averaged over heads, read by a forward hook (no
+change to the model's computation).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ask.checkpoints import QA_TASKS, AskError, CheckpointInfo, inspect_checkpoint
+from ask.inputs import DEFAULT_MAX_PIXELS, build_extractor, check_text, read_image, region_labels
+from ask.probe import CrossAttentionProbe
+from engine.config import TrainConfig
+from features.extractors import RegionExtractor, Regions, available_extractors
+from features.store import normalize_boxes
+from lxrt import CheckpointError, load_state
+from lxrt.tokenization import LXRTTokenizer
+from tasks.answers import AnswerTable, DataFormatError
+from tasks.models import NLVR2Model, QAModel
+
+TOP = 5
+FEATURE_DTYPE = "float16"  # the feature stores' default: training saw features rounded to it
+REPO_DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+@dataclass(frozen=True)
+class ImageRegions:
+    """One image as the model saw it: RGB pixels, pixel boxes x1 y1 x2 y2, per-region importance
+    (attention of the [CLS], sums to 1; None without cross-modality layers) and detector labels."""
+
+    image: Image.Image
+    boxes: np.ndarray
+    importance: np.ndarray | None
+    labels: list[str] | None = None
+
+    def ranked(self) -> list[int]:
+        """Region indices, the most important first (extractor order when there is no importance)."""
+        if self.importance is None:
+            return list(range(len(self.boxes)))
+        return [int(i) for i in np.argsort(-self.importance, kind="stable")]
+
+
+@dataclass(frozen=True)
+class AskResult:
+    """Answers to one question: ``answers`` (answer, probability), most probable first."""
+
+    question: str
+    answers: list[tuple[str, float]]
+    regions: ImageRegions
+    task: str
+    seconds: float
+    truncated: bool = False  # the question was longer than the model's sequence length
+
+    @property
+    def answer(self) -> str:
+        return self.answers[0][0]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """An NLVR2 judgement: probability that ``statement`` is true of the left and right images."""
+
+    statement: str
+    prob_true: float
+    left: ImageRegions
+    right: ImageRegions
+    seconds: float
+
+    @property
+    def answer(self) -> bool:
+        return self.prob_true >= 0.5
+
+
+def demo_settings(data_root: Path) -> dict[str, Any]:
+    """The extractor settings the demo's features were made with (``easy_vqa/manifest.json``)."""
+    path = data_root / "easy_vqa" / "manifest.json"
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))["settings"]
+        return {"extractor": settings["extractor"], "options": dict(settings["extractor_options"]),
+                "dtype": settings.get("dtype", FEATURE_DTYPE)}  # fmt: skip
+    except FileNotFoundError:
+        raise AskError(f"{path} not found: the demo's data is missing; run `bash run/demo.bash`") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise AskError(f"{path}: not a manifest of the demo's data ({err})") from None
+
+
+class Asker:
+    """A task snapshot ready to answer: model (eval mode), tokenizer, answer table, extractor."""
+
+    def __init__(
+        self,
+        info: CheckpointInfo,
+        model: nn.Module,
+        extractor: RegionExtractor,
+        answers: list[str] | None,
+        max_length: int,
+        standardize: tuple[np.ndarray, np.ndarray] | None = None,
+        feature_dtype: str = FEATURE_DTYPE,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.info = info
+        self.model = model.eval()
+        self.model.pooled_only = True  # the probe reads the [CLS]-only last cross layer
+        self.extractor = extractor
+        self.answers = answers
+        self.tokenizer = LXRTTokenizer(max_length=max_length)
+        self.max_length = max_length
+        self.standardize = standardize
+        self.feature_dtype = np.dtype(feature_dtype)
+        self.max_pixels = max_pixels
+        self.vocab_dirs = [info.data_root / "vg", REPO_DATA / "vg"]
+
+    @property
+    def task(self) -> str:
+        return self.info.task
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        load: str | Path | None = None,
+        task: str | None = None,
+        extractor: str | None = None,
+        extractor_options: Mapping[str, Any] | None = None,
+        data_root: str | Path | None = None,
+        plugins: Sequence[str] = (),
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> Asker:
+        """Load ``load`` (None: the demo's ``snap/demo/BEST.pth``) for ``task`` (None: from the
+        run's config.json or the head) with ``extractor`` (None: the demo's for the demo model,
+        else ``butd``). Anything that does not fit is an :class:`AskError` saying what."""
+        try:
+            info, state = inspect_checkpoint(load, task, data_root)
+        except CheckpointError as err:
+            raise AskError(str(err)) from None
+        root = info.data_root
+        answers = None
+        if info.task in QA_TASKS:
+            try:
+                table = AnswerTable.for_task(info.task, root)
+            except (FileNotFoundError, DataFormatError) as err:
+                raise AskError(f"answer table of {info.task}: {err}") from None
+            if table.num_answers != info.num_outputs:
+                raise AskError(
+                    f"{info.path}: the answer head has {info.num_outputs} answers but the answer table "
+                    f"{table.source} has {table.num_answers}: a snapshot of another task or answer table"
+                )
+            answers = table.label2ans
+        elif info.num_outputs != 2:
+            raise AskError(f"{info.path}: an NLVR2 head must have 2 outputs, this one has {info.num_outputs}")
+
+        standardize, dtype, options = None, FEATURE_DTYPE, dict(extractor_options or {})
+        if info.task == "easy_vqa":
+            settings = demo_settings(root)
+            dtype = settings["dtype"]
+            if extractor is None:
+                extractor, options = settings["extractor"], {**settings["options"], **options}
+            standardize = demo_feature_stats(info.run, root)
+        default = extractor is None
+        extractor = extractor or "butd"
+        try:
+            ext = build_extractor(extractor, options, plugins)
+        except AskError as err:
+            if default and "unknown extractor" in str(err):
+                raise AskError(
+                    f"{info.path} reads {info.model.visual_feat_dim}-d region features: pass --extractor NAME (and "
+                    f"its options, e.g. --weights) of that width; registered: {', '.join(available_extractors())}"
+                ) from None
+            raise
+        if ext.feat_dim != info.model.visual_feat_dim:
+            raise AskError(
+                f"extractor {extractor!r} {options or ''} gives {ext.feat_dim}-d features but {info.path} was "
+                f"trained on {info.model.visual_feat_dim}-d ones: use the extractor the model was trained with"
+            )
+
+        model: nn.Module
+        if info.task == "nlvr2":
+            model = NLVR2Model(info.model, pooled_only=True)
+        else:
+            model = QAModel(info.model, info.num_outputs, pooled_only=True)
+        try:
+            load_state(model, state, strict=True, source=str(info.path))
+        except CheckpointError as err:
+            raise AskError(str(err)) from None
+        max_length = info.run.max_seq_length if info.run is not None else TrainConfig().max_seq_length
+        return cls(info, model, ext, answers, max_length, standardize, dtype, max_pixels)
+
+    # -- image -> model inputs
+    def encode_image(self, image: Image.Image) -> tuple[Tensor, Tensor, Regions]:
+        """Features (N, D) and normalized boxes (N, 4) of one RGB image, as training saw them."""
+        w, h = image.size
+        try:
+            regions = self.extractor(image)
+            regions.check(w, h, self.extractor.feat_dim)
+        except ValueError as err:
+            raise AskError(f"extractor {self.extractor.name!r} on a {w}x{h} image: {err}") from None
+        feats = np.asarray(regions.features, dtype=np.float32)
+        if len(feats) == 0:
+            raise AskError(f"extractor {self.extractor.name!r} found no regions in the {w}x{h} image")
+        if feats.shape[1] != self.info.model.visual_feat_dim:
+            raise AskError(
+                f"the extractor gave {feats.shape[1]}-d features; the model reads {self.info.model.visual_feat_dim}-d"
+            )
+        feats = feats.astype(self.feature_dtype).astype(np.float32)
+        boxes = normalize_boxes(regions.boxes, h, w, len(feats), "the image's regions")
+        if self.standardize is not None:
+            mean, std = self.standardize
+            feats = (feats - mean) / std
+        return torch.from_numpy(feats), torch.from_numpy(boxes), regions
+
+    def _image_regions(self, image: Image.Image, regions: Regions, weights: Tensor | None) -> ImageRegions:
+        importance = None if weights is None else weights[: len(regions.boxes)].numpy().astype(np.float64)
+        return ImageRegions(image, np.asarray(regions.boxes, dtype=np.float32), importance,
+                            region_labels(regions, self.vocab_dirs))  # fmt: skip
+
+    def _tokens(self, text: str, rows: int) -> tuple[Any, bool]:
+        tokens = self.tokenizer([text] * rows)
+        truncated = len(self.tokenizer.tokenize(text)) > self.max_length - 2
+        return tokens, truncated
+
+    # -- questions
+    @torch.inference_mode()
+    def ask(self, image: Any, question: str, top: int = TOP) -> AskResult:
+        """The ``top`` most probable answers (softmax over the answer table) and region importance."""
+        if self.task not in QA_TASKS:
+            raise AskError("this is an NLVR2 model: it judges a statement about two images (verify)")
+        question = check_text(question, "question")
+        picture = read_image(image, self.max_pixels)
+        start = time.perf_counter()
+        feats, boxes, regions = self.encode_image(picture)
+        text, truncated = self._tokens(question, 1)
+        with CrossAttentionProbe(self.model.lxrt_encoder.bert) as probe:
+            logits = self.model(text.input_ids, feats[None], boxes[None], text.attention_mask, text.token_type_ids)
+        probs = logits.float().softmax(-1)[0]
+        values, index = probs.topk(min(top, probs.numel()))
+        answers = [(self.answers[i], float(v)) for v, i in zip(values.tolist(), index.tolist())]
+        weights = None if probe.weights is None else probe.weights[0]
+        return AskResult(question, answers, self._image_regions(picture, regions, weights), self.task,
+                         time.perf_counter() - start, truncated)  # fmt: skip
+
+    @torch.inference_mode()
+    def verify(self, left: Any, right: Any, statement: str) -> VerifyResult:
+        """NLVR2: the probability that ``statement`` is true of the pair (left, right)."""
+        if self.task != "nlvr2":
+            raise AskError(f"this is a {self.task} model: it answers questions about one image (ask)")
+        statement = check_text(statement, "statement")
+        pictures = [read_image(left, self.max_pixels), read_image(right, self.max_pixels)]
+        start = time.perf_counter()
+        encoded = [self.encode_image(p) for p in pictures]
+        n = max(len(f) for f, _, _ in encoded)
+        feats = torch.zeros(2, n, encoded[0][0].shape[1])
+        boxes = torch.zeros(2, n, 4)
+        mask = torch.zeros(2, n, dtype=torch.long)
+        for row, (f, b, _) in enumerate(encoded):
+            feats[row, : len(f)], boxes[row, : len(b)], mask[row, : len(f)] = f, b, 1
+        text, _ = self._tokens(statement, 2)
+        with CrossAttentionProbe(self.model.lxrt_encoder.bert) as probe:
+            logits = self.model(text.input_ids, feats, boxes, text.attention_mask, text.token_type_ids,
+                                None if bool(mask.all()) else mask)  # fmt: skip
+        prob_true = float(logits.float().softmax(-1)[0, 1])
+        weights = [None, None] if probe.weights is None else list(probe.weights)
+        sides = [self._image_regions(p, r, w) for p, (_, _, r), w in zip(pictures, encoded, weights)]
+        return VerifyResult(statement, prob_true, sides[0], sides[1], time.perf_counter() - start)
+
+
+def demo_feature_stats(run: TrainConfig | None, data_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of the demo's training features, as its collator standardizes them."""
+    from demo.task import EasyVQATask
+
+    cfg = (run or TrainConfig(task="easy_vqa")).replace(data_root=str(data_root))
+    try:
+        return EasyVQATask(cfg).feature_stats()
+    except (FileNotFoundError, DataFormatError, ValueError, OSError) as err:
+        raise AskError(f"the demo's training features under {data_root / 'easy_vqa'}: {err}") from None

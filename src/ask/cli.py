@@ -1,0 +1,100 @@
+"""``python -m ask IMAGE "QUESTION"`` (NLVR2: ``LEFT RIGHT "STATEMENT"``): answers and a PNG.
+
+Prints the top answers with their probabilities and writes a PNG of the image with the regions
+that matter most, the question and the answers, by default into ``<run folder>/ask/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ask.asker import TOP, Asker
+from ask.checkpoints import AskError
+from ask.inputs import DEFAULT_MAX_PIXELS
+from features.extract import _option
+from lxrt import CheckpointError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ask",
+        description="Ask a trained LXMERT about a picture: prints the top answers with probabilities and writes "
+        "a PNG (the image with the regions the question attends to most, the question, the answers). "
+        "NLVR2 models take two images and a statement and say true or false.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGE... TEXT",
+                   help="IMAGE \"QUESTION\" (VQA, GQA, demo) or LEFT RIGHT \"STATEMENT\" (NLVR2)")  # fmt: skip
+    p.add_argument("--load", help="task snapshot, e.g. snap/vqa/NAME/BEST (default: the demo's snap/demo/BEST.pth)")
+    p.add_argument("--task", help="vqa, gqa, nlvr2 or demo (default: from the run's config.json or the head)")
+    p.add_argument(
+        "--extractor", help="registered region extractor (default: the demo's for the demo model, else butd)"
+    )
+    p.add_argument("--weights", help="extractor weights file (passed to the extractor as weights=PATH)")
+    p.add_argument("--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                   help="extractor option (value parsed as JSON when it can be); repeatable")  # fmt: skip
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (it registers an extractor); repeatable")  # fmt: skip
+    p.add_argument(
+        "--data-root", dest="data_root", help="answer tables and the demo's data (default: the run's, or data)"
+    )
+    p.add_argument("--out", help="PNG to write (default: <run folder>/ask/<image>-<question>.png)")
+    p.add_argument("--top", type=int, default=TOP, help="answers to print (default %(default)s)")
+    p.add_argument("--max-pixels", dest="max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse larger images (default %(default)s)")  # fmt: skip
+    return p
+
+
+def default_png(asker: Asker, images: Sequence[str], text: str) -> Path:
+    from ask.draw import slug
+
+    stems = "+".join(Path(i).stem for i in images)
+    return asker.info.folder / "ask" / f"{slug(stems, 30)}-{slug(text)}.png"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Load, answer, draw; returns what was printed as a dict (answers, png path)."""
+    from ask.draw import answer_figure, verify_figure
+
+    *images, text = args.inputs
+    options = dict(args.option)
+    if args.weights:
+        options["weights"] = args.weights
+    if args.top < 1:
+        raise AskError(f"--top must be >= 1, got {args.top}")
+    asker = Asker.from_checkpoint(args.load, args.task, args.extractor, options, args.data_root, args.plugin,
+                                  args.max_pixels)  # fmt: skip
+    wanted = 2 if asker.task == "nlvr2" else 1
+    if len(images) != wanted:
+        usage = 'LEFT RIGHT "STATEMENT"' if wanted == 2 else 'IMAGE "QUESTION"'
+        raise AskError(f"a {asker.task} model takes {usage}; got {len(images)} image(s) and a text")
+    out = Path(args.out) if args.out else default_png(asker, images, text)
+    if asker.task == "nlvr2":
+        result = asker.verify(images[0], images[1], text)
+        print(f"statement: {result.statement}")
+        print(f"  {str(result.answer).lower()}  (P(true) = {result.prob_true:.3f})")
+        png = verify_figure(result, out)
+        summary: dict[str, Any] = {"prob_true": result.prob_true}
+    else:
+        result = asker.ask(images[0], text, top=args.top)
+        print(f"Q: {result.question}" + ("  (cut to the model's length)" if result.truncated else ""))
+        width = max(len(a) for a, _ in result.answers)
+        for rank, (answer, prob) in enumerate(result.answers, 1):
+            print(f"  {rank}. {answer:<{width}}  {prob:.3f}")
+        png = answer_figure(result, out)
+        summary = {"answers": result.answers}
+    print(f"picture: {png}")
+    return {**summary, "png": str(png), "task": asker.task}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (AskError, CheckpointError, OSError) as err:
+        print(f"ask: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,250 @@
+"""The page's handlers without a browser, and the page itself in headless Chromium (Playwright).
+
+The browser tests need Gradio (requirements-serve.txt), Playwright (pip) and the Debian ``chromium``
+package; ``.ci/run`` installs all three, so in CI they run. They skip, saying which is missing,
+only where one is absent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ask import find_checkpoints
+from ask.serve import EASY_VQA_EXAMPLES, NO_ANSWER, Service, build_page, example_images, upload_path, upload_roots
+from demo.easy_vqa_data import image_path
+from features.extractors import available_extractors
+from lxrt import LXRTConfig, save_state_dict
+from tasks.models import NLVR2Model
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The default extractor for a snapshot other than the demo's: butd (a message about its weights once it
+# is registered, else a request for an extractor of the snapshot's width).
+NO_EXTRACTOR = "extractor 'butd': .*weights" if "butd" in available_extractors() else "76-d region features: pass"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+def _demo(demo_run) -> tuple[Path, list[dict], dict]:
+    root, _ = demo_run
+    records = json.loads((root / "data" / "easy_vqa" / "test.json").read_text())
+    preds = {r["question_id"]: r["answer"] for r in json.loads((root / "out" / "test_predict.json").read_text())}
+    return root / "out" / "BEST.pth", records, preds
+
+
+def _known(records: list[dict], preds: dict, skip: int = 0) -> dict:
+    """A colour or shape question the demo model answers right (its evaluation says so); different
+    ``skip`` give different sentences, so the page's status line changes from one to the next."""
+    right, seen = [], set()
+    for r in records:
+        if r["question_type"] in ("color", "shape") and preds[r["question_id"]] in r["label"] and r["sent"] not in seen:
+            seen.add(r["sent"])
+            right.append(r)
+    return right[skip]
+
+
+# ---- handlers
+
+
+def test_answer_handler_gives_sorted_top5_and_the_overlay(demo_run, tmp_path) -> None:
+    best, records, preds = _demo(demo_run)
+    service = Service(str(best), snap_root=str(tmp_path / "snap"))
+    rec = _known(records, preds)
+    answers, picture, status = service.answer({"path": str(image_path(rec["img_id"]))}, rec["sent"], str(best))
+    probs = list(answers.values())
+    assert len(answers) == 5 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+    assert next(iter(answers)) == preds[rec["question_id"]] and status.startswith(f"**{next(iter(answers))}**")
+    assert isinstance(picture, Image.Image) and picture.size == (384, 384)  # 64x64 scaled for display
+    # the strongest region's box is drawn in red somewhere on the picture
+    assert (np.asarray(picture) == (224, 49, 49)).all(-1).sum() > 100
+    assert service.asker(None) is service.asker(str(best))  # loaded once
+
+
+def test_bad_requests_give_a_message_and_the_service_keeps_serving(demo_run, tmp_path) -> None:
+    best, records, preds = _demo(demo_run)
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    good = uploads / "shape.png"
+    shutil.copy(image_path(records[0]["img_id"]), good)
+    (uploads / "notes.png").write_text("not a picture")
+    Image.new("RGB", (3000, 2000)).save(uploads / "huge.png")
+    shutil.copy(good, tmp_path / "elsewhere.png")  # a real image, but not among the uploads
+    service = Service(str(best), allowed=[uploads], max_pixels=5_000_000)
+    cases = [
+        (uploads / "notes.png", "what color?", "not a readable image"),
+        (uploads / "huge.png", "what color?", "3000x2000 = 6.0 megapixels; the limit is 5"),
+        (good, "  ", "empty question"),
+        (None, "what color?", "no image: upload one"),
+        (tmp_path / "elsewhere.png", "what color?", "not an uploaded file"),
+    ]
+    for image, question, words in cases:
+        answers, picture, status = service.answer(str(image) if image else None, question)
+        assert answers == NO_ANSWER and picture is None and status.startswith("⚠️") and words in status, status
+        answers, _, status = service.answer(str(good), "what shape is in the image?")  # still serving
+        assert len(answers) == 5 and status.startswith("**")
+    _, _, status = service.answer(str(good), "what?", str(tmp_path / "other" / "BEST.pth"))
+    assert "not one of the models listed" in status
+    verdict, left, right, status = service.verify(str(good), str(good), "There is a shape.", None)
+    assert verdict == NO_ANSWER and left is None and "no NLVR2 snapshot" in status
+    _, _, _, status = service.verify(str(good), str(good), "There is a shape.", str(best))
+    assert "easy_vqa model: it answers questions about one image" in status
+
+
+def test_model_picker_lists_snapshots_with_their_task(demo_run, tmp_path) -> None:
+    best, _, _ = _demo(demo_run)
+    snap = tmp_path / "snap"
+    shutil.copytree(best.parent, snap / "demo", ignore=shutil.ignore_patterns("*.store", "tb", "ask"))
+    config = LXRTConfig(hidden_size=64, num_attention_heads=1, intermediate_size=64, llayers=1, xlayers=1,
+                        rlayers=1, visual_feat_dim=76)  # fmt: skip
+    save_state_dict(NLVR2Model(config).state_dict(), snap / "nlvr2" / "pair" / "BEST.pth")
+    (snap / "broken").mkdir()
+    (snap / "broken" / "BEST.pth").write_text("no")
+    found = dict((p, label) for label, p in find_checkpoints(snap))
+    assert found[str(snap / "demo" / "BEST.pth")].endswith("(easy_vqa)")
+    assert found[str(snap / "nlvr2" / "pair" / "BEST.pth")].endswith("(nlvr2)")
+    assert "unreadable" in found[str(snap / "broken" / "BEST.pth")]
+    service = Service(str(snap / "demo" / "BEST.pth"), snap_root=str(snap))
+    assert service.checkpoints()[0][1] == str(snap / "demo" / "BEST.pth")
+    assert [p for _, p in service.checkpoints(nlvr2=True)] == [str(snap / "nlvr2" / "pair" / "BEST.pth")]
+    image = str(image_path("test_0"))  # a listed snapshot is loaded (its extractor was not given: a message)
+    *_, status = service.verify(image, image, "A shape.", str(snap / "nlvr2" / "pair" / "BEST.pth"))
+    assert re.search(NO_EXTRACTOR, status), status
+    assert upload_path({"path": "/a/b.png", "url": None}) == "/a/b.png" and upload_path("x.png") == "x.png"
+
+
+def test_examples_include_easy_vqa_images(tmp_path) -> None:
+    examples, photos = example_images(tmp_path)
+    assert len(examples) >= 4 and all(Path(image).is_file() and question for image, question in examples)
+    for path in photos:  # real photos when scikit-image is installed
+        with Image.open(path) as im:
+            assert im.width >= 300
+
+
+@pytest.mark.slow
+def test_serve_script_help() -> None:
+    if importlib.util.find_spec("gradio") is None:
+        pytest.skip("gradio is not installed (pip install -r requirements-serve.txt)")
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["bash", str(repo / "run" / "serve.bash"), "--help"], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--host" in done.stdout and "127.0.0.1" in done.stdout and "installing" not in done.stdout
+
+
+# ---- the page in a real browser
+
+
+def _browser_missing() -> str | None:
+    for module, how in (("gradio", "pip install -r requirements-serve.txt"), ("playwright", "pip install playwright")):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed ({how}; .ci/run installs it)"
+    if not CHROMIUM.is_file():
+        return f"{CHROMIUM} not found (apt-get install chromium; .ci/run installs it)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(demo_run, tmp_path_factory):
+    """(url, service) of the page over the small demo model, served in this process."""
+    reason = _browser_missing()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    best, _, _ = _demo(demo_run)
+    service = Service(str(best), snap_root=str(tmp_path_factory.mktemp("snap")), allowed=upload_roots())
+    service.asker(None)
+    page = build_page(service, tmp_path_factory.mktemp("examples"))
+    port = _free_port()
+    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield f"http://127.0.0.1:{port}/", browser
+        finally:
+            browser.close()
+            page.close()
+
+
+def _ask(page, image: Path, question: str, timeout_ms: int = 30_000) -> float:  # noqa: ANN001
+    """Upload ``image``, ask ``question``; seconds from the click until the status names the question."""
+    clear = page.locator("#image button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
+    page.locator("#image input[type=file]").set_input_files(str(image))
+    page.locator("#question textarea").fill(question)
+    start = time.perf_counter()
+    page.locator("#ask").click()
+    page.wait_for_function(
+        "q => { const s = document.querySelector('#status'); return s && (s.innerText.includes(q) || "
+        "s.innerText.includes('⚠️')); }",
+        arg=question, timeout=timeout_ms,
+    )  # fmt: skip
+    return time.perf_counter() - start
+
+
+@pytest.mark.slow
+def test_page_answers_a_question_in_the_browser(served, demo_run, tmp_path) -> None:
+    url, browser = served
+    _, records, preds = _demo(demo_run)
+    first, second = _known(records, preds, 0), _known(records, preds, 1)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    page.wait_for_selector("#ask")
+    _ask(page, image_path(first["img_id"]), first["sent"])  # warm-up
+    expected = preds[first["question_id"]]
+    assert page.locator("#status strong").inner_text() == expected
+    assert expected in page.locator("#answers").inner_text()
+    assert page.locator("#regions img").count() == 1
+    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    assert (tmp_path / "page.png").stat().st_size > 10_000
+
+    seconds = _ask(page, image_path(second["img_id"]), second["sent"])
+    assert page.locator("#status strong").inner_text() == preds[second["question_id"]]
+    print(f"\nlatency of one answer in the browser after warm-up: {seconds * 1000:.0f} ms "
+          f"(click to answer on the page); screenshot {tmp_path / 'page.png'}")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_page_reports_a_non_image_then_answers(served, demo_run, tmp_path) -> None:
+    url, browser = served
+    _, records, preds = _demo(demo_run)
+    rec = _known(records, preds, 2)
+    notes = tmp_path / "notes.png"
+    notes.write_text("this is text, not a picture")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    page.wait_for_selector("#ask")
+    _ask(page, notes, "What color is the shape?")
+    status = page.locator("#status").inner_text()
+    assert "⚠️" in status and "not a readable image" in status, status
+    _ask(page, image_path(rec["img_id"]), rec["sent"])
+    assert page.locator("#status strong").inner_text() == preds[rec["question_id"]]
+
+    question = EASY_VQA_EXAMPLES[0][2]  # an example: image and question in one click
+    page.get_by_text(question, exact=True).first.click()
+    page.locator("#ask").click()
+    page.wait_for_function(
+        "q => { const s = document.querySelector('#status').innerText; return s.includes(q) || s.includes('⚠️'); }",
+        arg=question, timeout=30_000,
+    )  # fmt: skip
+    status = page.locator("#status").inner_text()
+    assert "⚠️" not in status and EASY_VQA_EXAMPLES[0][2] in status, status

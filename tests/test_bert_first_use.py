@@ -21,7 +21,7 @@ from lxrt import CheckpointError, LXMERTForPretraining, LXRTConfig, read_state_d
 from lxrt.bert_init import resolve_bert
 from pretrain.task import PretrainTask
 from tasks.finetune import init_language_from_bert
-from tasks.models import QAModel
+from tasks.models import Classifier
 
 CONFIG = LXRTConfig.tiny(llayers=2, num_qa_labels=5, vocab_size=120)
 
@@ -139,7 +139,7 @@ def test_fine_tuning_from_bert_fetches_it_on_first_use(hub: list[str], tmp_path:
                                                        monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
     cfg = TrainConfig(task="vqa", output=str(tmp_path / "run"), model=CONFIG, progress=False)
-    model = QAModel(CONFIG, 3)
+    model = Classifier(CONFIG, 3)
     init_language_from_bert(model, cfg)
     folder = tmp_path / "snap/bert/bert-base-uncased"
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]

@@ -30,7 +30,7 @@ from lxrt.qa_answer_table import AnswerTable, load_lxmert_qa
 from lxrt.tokenization import BertTokenizer, LXRTTokenizer
 from lxrt.utils import load_obj_tsv, pixel_boxes
 from pretrain import losses as native_losses
-from tasks.models import QAModel
+from tasks.models import Classifier
 
 TINY_BERT = dict(
     vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
@@ -136,7 +136,7 @@ def test_original_style_vqa_model_trains_and_predicts_like_the_native_api(workdi
         assert abs(weight.std().item() - TINY_BERT["initializer_range"]) < 0.005
     assert torch.equal(model.logit_fc[2].weight, torch.ones(2 * TINY_BERT["hidden_size"]))
 
-    native = QAModel(native_config(), NUM_ANSWERS)
+    native = Classifier(native_config(), NUM_ANSWERS)
     load_state(native, model.state_dict(), strict=True)  # the original's key layout, key for key
     store = open_store(tsv)
     native_feats, native_boxes, vmask = store.gather([d["img_id"] for d in img_data])
@@ -189,7 +189,7 @@ def test_original_style_vqa_model_trains_and_predicts_like_the_native_api(workdi
     with torch.no_grad():
         torch.testing.assert_close(fresh(feats, boxes, SENTS), logit, rtol=0, atol=1e-6)
     torch.save(model.state_dict(), workdir / "LAST.pth")
-    other = QAModel(native_config(), NUM_ANSWERS).eval()
+    other = Classifier(native_config(), NUM_ANSWERS).eval()
     load_state(other, read_state_dict(workdir / "LAST.pth"), strict=True)
     with torch.no_grad():
         again = other(text.input_ids, native_feats, native_boxes, text.attention_mask, text.token_type_ids)
@@ -456,7 +456,7 @@ def test_load_lxmert_qa_matches_the_native_loader(workdir: Path):
 
     model = VQAModel(len(label2ans))
     load_lxmert_qa(str(workdir / "model"), model, label2ans=label2ans)
-    native = QAModel(native_config(), len(label2ans))
+    native = Classifier(native_config(), len(label2ans))
     native_load_qa(native, str(workdir / "model"), label2ans, table.all_answers(), table.convert_ans)
     for key, value in native.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)

@@ -38,7 +38,7 @@ from features.store import normalize_boxes
 from lxrt import CheckpointError, load_state
 from lxrt.tokenization import LXRTTokenizer
 from tasks.answers import AnswerTable, DataFormatError
-from tasks.models import NLVR2Model, QAModel
+from tasks.models import Classifier, NLVR2Model
 
 TOP = 5
 FEATURE_DTYPE = "float16"  # the feature stores' default: training saw features rounded to it
@@ -198,7 +198,7 @@ class Asker:
         if info.task == "nlvr2":
             model = NLVR2Model(info.model, pooled_only=True)
         else:
-            model = QAModel(info.model, info.num_outputs, pooled_only=True)
+            model = Classifier(info.model, info.num_outputs, pooled_only=True)
         try:
             load_state(model, state, strict=True, source=str(info.path))
         except CheckpointError as err:

@@ -21,14 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import bert_init
 from .checkpoint import CheckpointError, CheckpointShapeError, read_state_dict
 from .config import LXRTConfig
 from .heads import BertPreTrainingHeads, BertVisualAnswerHead, BertVisualObjHead
 from .modeling import LXRTModel, init_bert_weights
 
 # --------------------------------------------------------------------------------------------------
-# Where ``from_pretrained("bert-base-uncased")`` finds BERT. One function, so that a downloader can
-# take its place.
+# Where ``from_pretrained("bert-base-uncased")`` finds BERT: a local copy, else the download on first
+# use into ``snap/bert/bert-base-uncased/`` (``lxrt.bert_init.resolve_bert``), as the original downloads it.
 
 BERT_DIRS: dict[str, tuple[str, ...]] = {"bert-base-uncased": ("snap/bert/bert-base-uncased", "data/bert")}
 BERT_CONFIG_FILES = ("bert_config.json", "config.json")
@@ -37,13 +38,18 @@ BERT_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 
 def resolve_bert(name_or_path: str | os.PathLike) -> Path | None:
     """The local folder holding BERT ``name_or_path``: a known name's folders (relative to the working
-    directory, as the original's data paths), or the path itself. None if a known name has none."""
+    directory, as the original's data paths), downloaded there on first use, or the path itself.
+    None if a known name has no copy and cannot be fetched (the reason is printed)."""
     name = str(name_or_path)
     if name in BERT_DIRS:
         for folder in map(Path, BERT_DIRS[name]):
             if any((folder / f).is_file() for f in BERT_CONFIG_FILES + BERT_WEIGHT_FILES):
                 return folder
-        return None
+        try:
+            return bert_init.resolve_bert(name)
+        except CheckpointError as err:
+            print(f"Warning: {err}", file=sys.stderr)
+            return None
     path = Path(name)
     if not path.exists():
         raise FileNotFoundError(

@@ -51,6 +51,7 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimizer steps (0: all epochs)
     progress: bool = True
     pooled_only: bool = True  # skip encoder work no pooled-output head uses
+    features_on_device: bool = False  # copy the run's region features into device memory once
     model: LXRTConfig = field(default_factory=LXRTConfig)
 
     def to_dict(self) -> dict[str, Any]:

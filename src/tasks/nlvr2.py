@@ -63,6 +63,12 @@ class NLVR2Task(Task):
     def predict(self, output: Tensor, batch: Batch) -> dict[str, int]:
         return dict(zip(batch.ids, output.argmax(-1).tolist()))
 
+    def prediction_codes(self, output: Tensor, batch: Batch) -> Tensor:
+        return output.argmax(-1)
+
+    def decode_predictions(self, codes: list[int], ids: list[Any]) -> dict[str, int]:
+        return dict(zip(ids, codes))
+
     def score(self, predictions: Mapping[str, int], dataset: NLVR2Dataset) -> dict[str, float]:
         if not dataset.has_labels or not predictions:
             return {}

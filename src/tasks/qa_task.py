@@ -82,8 +82,13 @@ class QATask(Task):
         return loss, {}
 
     def predict(self, output: Tensor, batch: Batch) -> dict[Any, str]:
-        labels = output.argmax(-1).tolist()
-        return {qid: self.answers.answer(i) for qid, i in zip(batch.ids, labels)}
+        return self.decode_predictions(output.argmax(-1).tolist(), batch.ids)
+
+    def prediction_codes(self, output: Tensor, batch: Batch) -> Tensor:
+        return output.argmax(-1)
+
+    def decode_predictions(self, codes: list[int], ids: list[Any]) -> dict[Any, str]:
+        return {qid: self.answers.answer(i) for qid, i in zip(ids, codes)}
 
     def score(self, predictions: Mapping[Any, str], dataset: TaskDataset) -> dict[str, float]:
         if not dataset.has_labels or not predictions:

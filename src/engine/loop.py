@@ -190,12 +190,17 @@ class Trainer:
         path = self.out / RESUME_FILE
         state = load_training_state(path)
         if self.cfg.fsdp and self.env.distributed:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-            set_state_dict(
-                self.wrapped, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                options=StateDictOptions(full_state_dict=True),
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
             )
+
+            set_model_state_dict(self.wrapped, state["model"], options=StateDictOptions(full_state_dict=True))
+            # Parameters that never received a gradient (the branches a pooled-only model skips)
+            # have no optimizer state to restore, as in the uninterrupted run.
+            set_optimizer_state_dict(self.wrapped, optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True, strict=False))
         else:
             self.model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])

@@ -321,16 +321,17 @@ def main(argv: list[str] | None = None) -> int:
     errors: dict[str, str] = {}
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    check.make_data()
-    timings["data"] = time.perf_counter() - t
-    for name in chosen:
-        t = time.perf_counter()
-        try:
-            result[name] = getattr(check, name)()
-        except Exception as e:  # every section runs; the failure is reported
-            errors[name] = f"{type(e).__name__}: {e}"
-            traceback.print_exc()
-        timings[name] = round(time.perf_counter() - t, 2)
+    with contextlib.redirect_stdout(sys.stderr):  # the runs' logs go to stderr: stdout is the JSON alone
+        check.make_data()
+        timings["data"] = round(time.perf_counter() - t, 2)
+        for name in chosen:
+            t = time.perf_counter()
+            try:
+                result[name] = getattr(check, name)()
+            except Exception as e:  # every section runs; the failure is reported
+                errors[name] = f"{type(e).__name__}: {e}"
+                traceback.print_exc()
+            timings[name] = round(time.perf_counter() - t, 2)
     result["goals"] = verdicts(result)
     result["errors"] = errors
     result["seconds"] = {**timings, "total": round(time.perf_counter() - started, 2)}

@@ -155,8 +155,9 @@ def run_child(kind: str, path: Path, batch: int, batches: int) -> dict:
 # ---- parent --------------------------------------------------------------------------------------
 
 
-def batch_throughput(store_dir: Path, batch: int, batches: int) -> dict[str, float]:
-    """Examples/s of random batches from a warm page cache, per output type."""
+def batch_throughput(store_dir: Path, batch: int, batches: int, device: str = "cpu") -> dict[str, float]:
+    """Examples/s of random batches from a warm page cache, per output type (and, on a GPU, copied
+    to the device through pinned memory and cast to float32 there, as the training loop does)."""
     import torch
 
     from features.store import FeatureStore
@@ -175,12 +176,24 @@ def batch_throughput(store_dir: Path, batch: int, batches: int) -> dict[str, flo
             store.gather(b, dtype=None)[0]
         ).float(),
     }
+    if device != "cpu":
+        dev = torch.device(device)
+        cases[f"gather -> {device} float32 (pinned copy, cast on the device)"] = lambda b: torch.from_numpy(
+            store.gather(b, dtype=None)[0]
+        ).pin_memory().to(dev, non_blocking=True).float()
+
+    def drain() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+
     out = {}
     for name, fn in cases.items():
         fn(draws[0])
+        drain()
         start = time.perf_counter()
         for b in draws:
             fn(b)
+        drain()
         out[name] = batch * batches / (time.perf_counter() - start)
     return out
 
@@ -201,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="where to write the TSV and store "
                         "(default: a temporary directory, removed afterwards)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--device", default="auto",
+                        help="auto (cuda when present), cpu, cuda: also time batches copied to the device. "
+                             "(--amp/--compile have no meaning here: no model runs)")
     parser.add_argument("--child", choices=("inram", "store", "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--child-path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -234,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         base = run_child("baseline", tsv, args.batch, 1)
         inram = run_child("inram", tsv, args.batch, few)
         store = run_child("store", store_dir, args.batch, few)
-        served = batch_throughput(store_dir, args.batch, args.batches)
+        import torch
+
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+        served = batch_throughput(store_dir, args.batch, args.batches, device)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -3,6 +3,9 @@ beside the VQA fine-tuning step in the same run; plus FLOPs per example and a pr
 original 20-epoch schedule (9.18M image-sentence pairs per epoch).
 
 On a CPU it runs fp32; on a GPU it runs bf16 autocast and reports model FLOPs utilization.
+Sanity check: a pretraining example executes at least the work of a fine-tuning one (about 32.5
+vs 29 GFLOP), so pretraining more than 1.5x faster than fine-tuning (or 3x slower) means the
+machine's load changed between the two runs; the script then rejects the run and exits 2.
 
     PYTHONPATH=src python bench/bench_pretrain.py --batch 8 --steps 4
 """
@@ -98,7 +101,13 @@ def main() -> None:
               f"{total / (h100 * mfu) / 3600:.1f} h")
     if args.json:
         args.json.write_text(json.dumps({**results, "gflop_per_example": flops / 1e9,
-                                         "hours_measured_device": measured_h}, indent=2))
+                                         "hours_measured_device": measured_h, "device": str(device),
+                                         "amp": args.amp, "compile": args.compile}, indent=2))
+    ratio = results["pretrain"] / results["finetune"]
+    if not 1 / 3 <= ratio <= 1.5:
+        print(f"REJECTED: pretraining / fine-tuning = {ratio:.2f}, outside the plausible 0.33-1.5; the "
+              "machine's load changed between the runs", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

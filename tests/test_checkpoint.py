@@ -159,10 +159,21 @@ def test_truncated_and_wrong_files_give_clear_errors(tmp_path: Path):
         read_state_dict(bad_st)
 
 
-def test_atomic_save_keeps_previous_file_on_failure(tmp_path: Path):
+def test_atomic_save_keeps_previous_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The serializer writes half of its bytes, then fails: the old file is untouched, no temp file stays."""
     path = save_state_dict({"a": torch.ones(3)}, tmp_path / "w.pth")
-    with pytest.raises(AttributeError):
-        save_state_dict({"a": "not a tensor"}, path)  # type: ignore[dict-item]
+    real_save = torch.save
+
+    def half_then_fail(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        data = Path(f).read_bytes()
+        Path(f).write_bytes(data[: len(data) // 2])
+        raise OSError("disk went away mid-write")
+
+    monkeypatch.setattr(torch, "save", half_then_fail)
+    with pytest.raises(OSError, match="mid-write"):
+        save_state_dict({"a": torch.zeros(1000)}, path)
+    monkeypatch.undo()
     assert torch.equal(read_state_dict(path)["a"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["w.pth"]
 

@@ -74,6 +74,22 @@ def _majority(path: Path, key: str = "label") -> float:
     return max(ones, len(recs) - ones) / len(recs)
 
 
+def _words_only(train: Path, valid: Path) -> float:
+    """Accuracy on ``valid`` of the best answer per question text in ``train`` (what a model that
+    ignores the image can reach; unseen questions get the overall best answer)."""
+    totals: dict[str, dict[str, float]] = {}
+    overall: dict[str, float] = {}
+    for r in json.loads(train.read_text()):
+        for ans, score in r["label"].items():
+            per = totals.setdefault(r["sent"], {})
+            per[ans] = per.get(ans, 0.0) + score
+            overall[ans] = overall.get(ans, 0.0) + score
+    fallback = max(overall, key=overall.get)
+    recs = json.loads(valid.read_text())
+    guess = {s: max(t, key=t.get) for s, t in totals.items()}
+    return sum(r["label"].get(guess.get(r["sent"], fallback), 0.0) for r in recs) / len(recs)
+
+
 def test_vqa_finetune_learns_and_writes_original_files(root: Path):
     run_script(root, "vqa_finetune.bash", "0", "e2e", "--model-config", "model.json", "--batchSize", "16",
                "--epochs", "10", "--lr", "3e-4", "--optim", "adamw")
@@ -81,8 +97,8 @@ def test_vqa_finetune_learns_and_writes_original_files(root: Path):
     for name in ("log.log", "BEST.pth", "LAST.pth", "config.json", "curves.png", "history.json", "run.bash"):
         assert (run / name).is_file(), name
     best = max(r["valid/accuracy"] for r in _history(run))
-    chance = _majority(root / "data/vqa/minival.json")
-    assert best > chance + 0.1, (best, chance)
+    words_only = _words_only(root / "data/vqa/train.json", root / "data/vqa/minival.json")
+    assert best > words_only + 0.1, (best, words_only)
     log = (run / "log.log").read_text().splitlines()
     assert log[0] == "" and log[1].startswith("Epoch 0: Train ") and log[2].startswith("Epoch 0: Valid ")
     keys = set(read_state_dict(run / "BEST.pth"))
@@ -162,7 +178,8 @@ def _direct_predictions(task: str, root: Path, state: dict, split: str) -> dict:
 
 @pytest.mark.parametrize("task,split,suffix", [("vqa", "minival", "json"), ("gqa", "testdev", "json"),
                                                ("nlvr2", "valid", "csv")])
-def test_original_format_snapshot_predicts_like_the_model(root: Path, task: str, split: str, suffix: str):
+def test_original_format_snapshot_predicts_like_the_model(root: Path, task: str, split: str, suffix: str,
+                                                          monkeypatch: pytest.MonkeyPatch):
     """A BEST.pth in the original layout (here with the DataParallel ``module.`` the original's
     --multiGPU runs wrote) gives, through the test script, the predictions of the same weights."""
     sys.path.insert(0, str(REPO / "src"))
@@ -182,7 +199,7 @@ def test_original_format_snapshot_predicts_like_the_model(root: Path, task: str,
     else:
         key, value = ("question_id", "answer") if task == "vqa" else ("questionId", "prediction")
         got = {r[key]: r[value] for r in json.loads(out.read_text())}
-    os.chdir(root)
+    monkeypatch.chdir(root)
     assert got == _direct_predictions(task, root, state, split)
 
 
@@ -193,9 +210,10 @@ def _steps(run: Path) -> list[dict]:
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_processes_match_one_process(root: Path, mode: str):
     """2 gloo processes x batch 8 (DDP, or FSDP2 shards) give the parameters of 1 process x batch 16
-    (dropout off)."""
-    common = ["--model-config", "nodrop.json", "--batchSize", "16", "--epochs", "1", "--lr", "1e-3",
-              "--max-steps", "4", "--loadLXMERTQA", "snap/pretrained/model"]
+    (dropout off). Plain SGD without clipping: an update proportional to the gradient shows a
+    gradient summed instead of averaged over the processes (Adam-style updates and clipping hide it)."""
+    common = ["--model-config", "nodrop.json", "--batchSize", "16", "--epochs", "1", "--lr", "0.05",
+              "--optim", "sgd", "--clip-norm", "0", "--max-steps", "4", "--loadLXMERTQA", "snap/pretrained/model"]
     if not (root / "snap/vqa/single/checkpoint.pt").is_file():
         run_script(root, "vqa_finetune.bash", "0", "single", *common)
     env = _env()
@@ -207,9 +225,10 @@ def test_two_processes_match_one_process(root: Path, mode: str):
     assert one.keys() == two.keys()
     for k in one:
         torch.testing.assert_close(one[k], two[k], atol=1e-5, rtol=0, msg=k)
-    moved = sum(not torch.equal(one[k], torch.load(root / "snap/pretrained/model_LXRT.pth")[
-        k.replace("lxrt_encoder.model.", "")]) for k in one if k.startswith("lxrt_encoder.model.bert.encoder"))
-    assert moved > 0
+    start = torch.load(root / "snap/pretrained/model_LXRT.pth")
+    moved = [float((one[k] - start[k.replace("lxrt_encoder.model.", "")]).abs().max()) for k in one
+             if k.startswith("lxrt_encoder.model.bert.encoder")]
+    assert max(moved) > 1e-3, "the updates are too small for the comparison to see a factor of 2"
 
 
 def test_killed_run_resumes_with_identical_losses(root: Path):
@@ -235,4 +254,4 @@ def test_killed_run_resumes_with_identical_losses(root: Path):
     resumed = _steps(run)
     assert [s["step"] for s in resumed] == [s["step"] for s in reference]
     for a, b in zip(resumed, reference):
-        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6), a["step"]
+        assert a["loss"] == b["loss"], a["step"]  # exactly, as the README says for CPU runs

@@ -48,16 +48,22 @@ def test_bert_adam_matches_reference_rule():
 def test_first_update_uses_zero_lr_and_decay_hits_every_parameter():
     layer = nn.Linear(3, 2)
     before = [p.detach().clone() for p in layer.parameters()]
-    opt = BertAdam(layer.parameters(), lr=0.1, warmup=0.1, t_total=100)
+    opt = BertAdam(layer.parameters(), lr=0.1, warmup=0.1, t_total=100, weight_decay=0.01)
     for p in layer.parameters():
         p.grad = torch.ones_like(p)
     opt.step()
     for p, b in zip(layer.parameters(), before):
         assert torch.equal(p.detach(), b)
-    for p in layer.parameters():
-        p.grad = torch.zeros_like(p)
-    opt.step()  # step 1 of 100: lr_t = 0.1 * (0.01 / 0.1); zero grad -> pure decay (m already non-zero)
-    assert not torch.equal(layer.bias.detach(), before[1])
+    # Zero gradients from the start keep the Adam moments at 0, so the only change is the decay,
+    # on the bias as on the weight: p <- p - lr_t * wd * p with lr_t = 0.1 * (0.01 / 0.1) at step 1.
+    opt = BertAdam(layer.parameters(), lr=0.1, warmup=0.1, t_total=100, weight_decay=0.01)
+    for _ in range(2):
+        for p in layer.parameters():
+            p.grad = torch.zeros_like(p)
+        opt.step()
+    for p, b in zip(layer.parameters(), before):
+        torch.testing.assert_close(p.detach(), b * (1 - 0.01 * 0.01), atol=0, rtol=1e-6)
+        assert not torch.equal(p.detach(), b)
 
 
 @pytest.mark.parametrize("x,w,expected", [(0.0, 0.1, 0.0), (0.05, 0.1, 0.5), (0.1, 0.1, 1.0), (0.55, 0.1, 0.5),

@@ -21,6 +21,7 @@ from engine.state import seed_everything
 from lxrt import CheckpointError, LXRTConfig, load_state, read_state_dict
 from pretrain.lxmert_pretrain import build_parser, options_from_args
 from pretrain.task import PretrainOptions, PretrainTask
+from tasks.answers import convert_ans
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = ["Mask_LM", "Matched", "Obj", "Attr", "Feat", "QA"]
@@ -139,18 +140,36 @@ def test_tiny_run_writes_original_snapshots_and_lowers_losses(pretrained):
 
 @pytest.mark.slow
 def test_snapshot_fine_tunes_vqa(pretrained, data_root, tmp_path):
+    """The VQA model starts from the snapshot: encoder weights and, for every VQA answer found in the
+    pretraining table, its QA-head row (``--lr 0`` keeps the loaded weights through the epoch)."""
     snapshot = pretrained / "Epoch03"  # the original's convention: PATH -> PATH_LXRT.pth
     run_script(
         "vqa_finetune.bash",
         [
             "0", "from_pretrain", "--tiny", "--loadLXMERTQA", str(snapshot), "--model-config", "tiny",
-            "--data-root", str(data_root), "--epochs", "1", "--batchSize", "16", "--no-progress",
+            "--data-root", str(data_root), "--epochs", "1", "--batchSize", "16", "--lr", "0", "--no-progress",
         ],
         cwd=tmp_path,
         timeout=300,
     )
     out = tmp_path / "snap" / "vqa" / "from_pretrain"
-    assert any((out / name).is_file() for name in ("BEST.pth", "LAST.pth"))
+    tuned = read_state_dict(out / "LAST.pth")
+    source = read_state_dict(pretrained / "Epoch03_LXRT.pth")
+    encoder = [k for k in source if k.startswith("bert.")]
+    assert encoder and all(torch.equal(tuned["lxrt_encoder.model." + k], source[k]) for k in encoder)
+    for i in (0, 2):  # the answer MLP's first layers
+        assert torch.equal(tuned[f"logit_fc.{i}.weight"], source[f"answer_head.logit_fc.{i}.weight"])
+    pre = [convert_ans(a["ans"]) for a in json.loads((data_root / "lxmert" / "all_ans.json").read_text())]
+    labels = json.loads((data_root / "vqa" / "trainval_label2ans.json").read_text())
+    found = 0
+    for i, answer in enumerate(labels):
+        row = tuned["logit_fc.3.weight"][i]
+        if answer in pre:
+            found += 1
+            assert torch.equal(row, source["answer_head.logit_fc.3.weight"][pre.index(answer)]), answer
+        else:
+            assert not row.any(), answer
+    assert found >= len(labels) // 2, (found, len(labels))
 
 
 def tiny_cfg(data_root: Path, **changes) -> TrainConfig:

@@ -139,7 +139,8 @@ class StandardizingCollator:
 
     def __call__(self, examples: list[Any]) -> Batch:
         batch = self.inner(examples)
-        batch.feats = (batch.feats.float() - self.mean) / self.std
+        device = batch.feats.device  # a store's numpy rows, or --features-on-device
+        batch.feats = (batch.feats.float() - self.mean.to(device)) / self.std.to(device)
         if batch.visual_mask is not None:  # padded regions stay zero
             batch.feats *= batch.visual_mask.unsqueeze(-1).to(batch.feats.dtype)
         return batch

@@ -27,7 +27,8 @@ _FIELDS = {
     "max_seq_length": "max_seq_length", "weight_decay": "weight_decay",
 }
 _SWITCHES = {"tiny": "tiny", "fast": "fast", "fromScratch": "from_scratch", "compile": "compile",
-             "fsdp": "fsdp", "resume": "resume", "allow_missing": "allow_missing"}
+             "fsdp": "fsdp", "resume": "resume", "allow_missing": "allow_missing",
+             "features_on_device": "features_on_device"}
 
 
 class _ListRecipes(argparse.Action):
@@ -88,6 +89,9 @@ def build_parser(description: str, recipe: str) -> argparse.ArgumentParser:
     n.add_argument("--max-seq-length", dest="max_seq_length", type=int)
     n.add_argument("--full-encoder", action="store_true", help="compute every output row (no pooled-only path)")
     n.add_argument("--no-progress", action="store_true", help="no progress bars")
+    n.add_argument("--features-on-device", dest="features_on_device", action="store_true", default=None,
+                   help="copy the region features the run uses into device memory once and gather batches "
+                        "there (falls back to the store, with a message, when they do not fit)")
     n.add_argument("--device", default="auto", help="auto, cpu, cuda")
     n.add_argument("--allow-missing", dest="allow_missing", action="store_true", default=None,
                    help="write a server split's submission even when some questions have no image features "

@@ -52,6 +52,7 @@ class TrainConfig:
     progress: bool = True
     pooled_only: bool = True  # skip encoder work no pooled-output head uses
     allow_missing: bool = False  # server splits: write the questions that have features (else fail)
+    features_on_device: bool = False  # copy the run's region features into device memory once
     model: LXRTConfig = field(default_factory=LXRTConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from lxrt.checkpoint import atomic_write, save_state_dict
 from . import distributed as dist_utils
 from .batch import Batch
 from .config import TrainConfig
+from .device_features import move_features_to_device
 from .distributed import DistEnv, ShardSampler
 from .flops import device_peak_flops, train_flops
 from .optim import build_optimizer, clip_grad_norm, current_lr
@@ -67,6 +68,7 @@ class Trainer:
             self.wrapped = torch.compile(self.wrapped)
         self.amp_dtype = autocast_dtype(cfg.amp, env.device, training=bool(cfg.train) and not cfg.test)
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.amp_dtype == torch.float16)
+        self.device_features: Any = None
         n_params = sum(p.numel() for p in self.model.parameters())
         self.log.info(
             f"{task.name}: {n_params:,} parameters on {env.device} x{env.world_size}, "
@@ -81,15 +83,38 @@ class Trainer:
 
     def _loader(self, dataset: Dataset, sampler: ShardSampler, batch: int, drop_last: bool, seed: int) -> DataLoader:
         # A generator of our own keeps DataLoader start-up from drawing on the global RNG, so a
-        # resumed run sees the same dropout masks as an uninterrupted one.
+        # resumed run sees the same dropout masks as an uninterrupted one. Features already on the
+        # device are gathered in this process: no worker sits between them and the model.
+        on_device = self.device_features is not None and getattr(dataset, "features", None) is self.device_features
         return DataLoader(
             dataset,
             batch_sampler=BatchSampler(sampler, batch, drop_last=drop_last),
             collate_fn=self.task.collator(dataset),
-            num_workers=self.cfg.num_workers,
-            pin_memory=self.env.device.type == "cuda",
+            num_workers=0 if on_device else self.cfg.num_workers,
+            pin_memory=self.env.device.type == "cuda" and not on_device,
             generator=torch.Generator().manual_seed(seed),
         )
+
+    def _features_on_device(self, *datasets: Dataset | None) -> None:
+        """``--features-on-device``: copy the features these datasets use into device memory once."""
+        if self.cfg.features_on_device:
+            self.device_features = move_features_to_device(datasets, self.env.device, self.log)
+
+    def _decode(self, codes: list[Tensor], ids: list[Any]) -> dict[Any, Any]:
+        """Predictions from the prediction codes of many batches: one read from the device."""
+        if not codes:
+            return {}
+        return self.task.decode_predictions(torch.cat(codes).tolist(), ids)
+
+    def _collect(self, output: Any, batch: Batch, codes: list[Tensor], ids: list[Any],
+                 predictions: dict[Any, Any]) -> None:
+        """Keep this batch's predictions: as device codes when the task gives them, else decoded now."""
+        batch_codes = self.task.prediction_codes(output, batch)
+        if batch_codes is None:
+            predictions.update(self.task.predict(output, batch))
+        else:
+            codes.append(batch_codes.detach())
+            ids.extend(batch.ids)
 
     def _per_rank(self, global_batch: int) -> int:
         if global_batch % self.env.world_size:
@@ -121,6 +146,8 @@ class Trainer:
         loader = self._loader(dataset, sampler, per_rank, drop_last=False, seed=self.cfg.seed)
         self.wrapped.eval()
         predictions: dict[Any, Any] = {}
+        codes: list[Tensor] = []
+        ids: list[Any] = []
         sums: dict[str, Tensor] = {}
         batches = 0
         for batch in self._progress(loader, len(loader), f"eval {split}"):
@@ -132,7 +159,8 @@ class Trainer:
                     for k, v in {"loss": total, **parts}.items():
                         sums[k] = sums.get(k, 0) + v.detach().float()
                     batches += 1
-            predictions.update(self.task.predict(output, batch))
+            self._collect(output, batch, codes, ids, predictions)
+        predictions.update(self._decode(codes, ids))
         predictions = dist_utils.gather_dicts(predictions, self.env)
         metrics = {k: float(v) / batches for k, v in sums.items()} if batches else {}
         metrics = dist_utils.all_reduce_mean(metrics, self.env)
@@ -169,12 +197,17 @@ class Trainer:
         state = load_training_state(path)
         check_resume_config(state.get("config"), self.cfg, path, state.get("steps_per_epoch"), self._steps_per_epoch)
         if self.cfg.fsdp and self.env.distributed:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-            set_state_dict(
-                self.wrapped, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                options=StateDictOptions(full_state_dict=True),
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
             )
+
+            set_model_state_dict(self.wrapped, state["model"], options=StateDictOptions(full_state_dict=True))
+            # Parameters that never received a gradient (the branches a pooled-only model skips)
+            # have no optimizer state to restore, as in the uninterrupted run.
+            set_optimizer_state_dict(self.wrapped, optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True, strict=False))
         else:
             self.model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -262,6 +295,7 @@ class Trainer:
         cfg, task, env = self.cfg, self.task, self.env
         train_set = task.dataset(cfg.train, train=True)
         valid_set = task.dataset(cfg.valid, train=False) if cfg.valid else None
+        self._features_on_device(train_set, valid_set)
         per_rank = self._per_rank(cfg.batch_size)
         sampler = ShardSampler(len(train_set), True, cfg.seed, env, per_rank_batch=per_rank, drop_last=True)
         steps_per_epoch = len(sampler) // per_rank
@@ -306,6 +340,8 @@ class Trainer:
             self.wrapped.train()
             # A resumed epoch continues the counts of its first part, so its record covers it whole.
             train_preds: dict[Any, Any] = dict(resumed_progress.get("train_preds", {}))
+            train_codes: list[Tensor] = []
+            train_ids: list[Any] = []
             losses: list[Tensor] = []
             lrs: list[float] = []
             times: list[float] = []
@@ -324,7 +360,7 @@ class Trainer:
                 self._pending_parts.append(parts)
                 for k, v in parts.items():
                     epoch_parts[k] = epoch_parts.get(k, 0) + v.float()
-                train_preds.update(task.predict(output, batch))
+                self._collect(output, batch, train_codes, train_ids, train_preds)
                 losses.append(loss)
                 lrs.append(current_lr(optimizer))
                 times.append(time.perf_counter() - self.started)
@@ -346,6 +382,8 @@ class Trainer:
                 if cfg.save_every and global_step % cfg.save_every == 0:
                     self._log_steps(global_step - len(losses), losses, lrs, times)
                     losses, lrs, times = [], [], []
+                    train_preds.update(self._decode(train_codes, train_ids))
+                    train_codes, train_ids = [], []
                     progress = self._epoch_progress(train_preds, epoch_loss, epoch_parts, epoch_batches, seen, t0)
                     self._checkpoint(optimizer, scheduler, epoch=epoch, step=start_step, best=best,
                                      epoch_progress=progress)
@@ -359,6 +397,7 @@ class Trainer:
                 **train_loss_means(epoch_loss, epoch_parts, epoch_batches, env),
                 "train/examples_per_s": seen / elapsed if elapsed > 0 else math.nan,
             }
+            train_preds.update(self._decode(train_codes, train_ids))
             if done and start_step < steps_per_epoch:
                 # Stopped mid-epoch (--max-steps): keep a resumable checkpoint, skip epoch-end work
                 # (the epoch's "Train" line is written when a resumed run finishes it).
@@ -398,6 +437,7 @@ class Trainer:
     def test(self, splits: str, name: str | None = None) -> dict[str, float]:
         """Predict every example of ``splits`` and write the task's files (``<name>_predict...``)."""
         dataset = self.task.dataset(splits, train=False, full=True)
+        self._features_on_device(dataset)
         predictions, metrics = self.evaluate(dataset, splits)
         name = name or splits
         if self.env.is_main:

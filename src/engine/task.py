@@ -103,6 +103,16 @@ class Task(ABC):
     def predict(self, output: Any, batch: Batch) -> dict[Any, Any]:
         """Predictions of this batch, keyed by example id."""
 
+    def prediction_codes(self, output: Any, batch: Batch) -> Tensor | None:
+        """One integer per example of ``batch`` (e.g. the argmax answer; -1: no prediction), left on
+        the device so the loop can collect a whole epoch without waiting for it; the loop turns them
+        into predictions once with ``decode_predictions``. None: the loop calls ``predict`` per batch."""
+        return None
+
+    def decode_predictions(self, codes: list[int], ids: list[Any]) -> dict[Any, Any]:
+        """Predictions keyed by example id from ``prediction_codes`` gathered over many batches."""
+        raise NotImplementedError(f"{type(self).__name__} gives prediction codes but cannot decode them")
+
     @abstractmethod
     def score(self, predictions: Mapping[Any, Any], dataset: Dataset) -> dict[str, float]:
         """Metrics of ``predictions`` on ``dataset`` (empty when the split has no labels)."""

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -284,6 +285,16 @@ class PretrainTask(Task):
         best = output.answer_logits.argmax(-1).tolist()
         scored = batch.targets["qa_scored"].tolist()
         return {uid: self.answers.answer(a) for uid, a, s in zip(batch.ids, best, scored) if s}
+
+    def prediction_codes(self, output: PretrainingOutput, batch: Batch) -> Tensor | None:
+        """The argmax answer of pairs from a QA source, -1 for the others."""
+        if output.answer_logits is None:
+            return None
+        best = output.answer_logits.argmax(-1)
+        return torch.where(batch.targets["qa_scored"].bool(), best, torch.full_like(best, -1))
+
+    def decode_predictions(self, codes: list[int], ids: list[Any]) -> dict[Any, Any]:
+        return {uid: self.answers.answer(a) for uid, a in zip(ids, codes) if a >= 0}
 
     def score(self, predictions: Mapping[Any, Any], dataset: Dataset) -> dict[str, float]:
         """QA accuracy as the original computes it: mean label score of the predicted answer over

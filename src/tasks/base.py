@@ -122,7 +122,13 @@ class FinetuneTask(Task):
         return index if classes is None else classes[index]
 
     def predict(self, output: Tensor, batch: Batch) -> dict[Any, Any]:
-        return {i: self.prediction(c) for i, c in zip(batch.ids, output.argmax(-1).tolist())}
+        return self.decode_predictions(output.argmax(-1).tolist(), batch.ids)
+
+    def prediction_codes(self, output: Tensor, batch: Batch) -> Tensor:
+        return output.argmax(-1)
+
+    def decode_predictions(self, codes: list[int], ids: list[Any]) -> dict[Any, Any]:
+        return {i: self.prediction(c) for i, c in zip(ids, codes)}
 
     def labels(self, dataset: TaskDataset) -> dict[Any, Any]:
         """Example id -> ``label`` of a labelled dataset."""

@@ -408,9 +408,9 @@ def text_image_batch(
         input_ids=text.input_ids,
         attention_mask=text.attention_mask,
         token_type_ids=text.token_type_ids,
-        feats=torch.from_numpy(feats),
-        boxes=torch.from_numpy(boxes),
-        visual_mask=None if mask is None else torch.from_numpy(mask),
+        feats=torch.as_tensor(feats),  # numpy from a store, or tensors already on the device
+        boxes=torch.as_tensor(boxes),
+        visual_mask=None if mask is None else torch.as_tensor(mask),
         targets=targets,
         ids=ids,
     )

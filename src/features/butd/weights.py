@@ -124,7 +124,9 @@ def random_state_dict(seed: int = 0, cfg: DetectorConfig | None = None) -> dict[
             if isinstance(module, ConvBN):
                 w = module.weight
                 fan_in = w.shape[1] * w.shape[2] * w.shape[3]
-                w.copy_(normal(w.shape, math.sqrt(2.0 / fan_in)))
+                # Pixels minus the means spread over about +-60: the stem's conv brings them to ~unit scale.
+                gain = 1.0 / 60.0 if w.shape[1] == 3 else 1.0
+                w.copy_(normal(w.shape, gain * math.sqrt(2.0 / fan_in)))
                 n = module.norm
                 n.weight.copy_(uniform(n.weight.shape, 0.8, 1.2))
                 n.bias.copy_(normal(n.bias.shape, 0.1))
@@ -135,7 +137,7 @@ def random_state_dict(seed: int = 0, cfg: DetectorConfig | None = None) -> dict[
             if isinstance(module, Bottleneck):
                 module.conv3.norm.weight.mul_(0.2)  # keep the residual branches small
         head = model.proposal_generator.rpn_head
-        for conv, std in ((head.conv, 0.01), (head.objectness_logits, 0.01), (head.anchor_deltas, 0.01)):
+        for conv, std in ((head.conv, 0.01), (head.objectness_logits, 0.01), (head.anchor_deltas, 0.003)):
             conv.weight.copy_(normal(conv.weight.shape, std))
             conv.bias.copy_(normal(conv.bias.shape, std))
         pred = model.roi_heads.box_predictor

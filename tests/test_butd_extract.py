@@ -139,3 +139,14 @@ def test_full_size_detector_on_one_small_photo(tmp_path: Path) -> None:
     regions = FeatureStore(tmp_path / "c.store").get("cat")
     assert regions.features.shape[1] == 2048 and 10 <= len(regions.boxes) <= 20
     assert np.isfinite(regions.features).all() and regions.boxes.min() >= 0 and regions.boxes.max() <= 1
+
+
+def test_bf16_autocast_path_runs(small_weights: dict) -> None:
+    """The accelerator setting (bf16 autocast) on the CPU: same contract, close to float32."""
+    image = photo("coffee", 120)
+    small = {"short_side": 120, "max_side": 200, "rpn_post_nms": 60}
+    half = small_extractor(small_weights, "hf-demo", amp="bf16", **small)(image)
+    check_regions(half, image, SMALL.feat_dim, 36)
+    full = small_extractor(small_weights, "hf-demo", **small)(image)
+    top = np.abs(full.features).max()
+    assert np.abs(half.features.mean(0) - full.features.mean(0)).max() < 0.1 * top

@@ -103,7 +103,7 @@ def test_folder_to_store_and_tsv_read_by_the_tasks(tmp_path: Path, small_weights
         photo(name, 120).save(tmp_path / f"{name}.jpg")
     extractor = small_extractor(small_weights, "lxmert")
     out = extract_folder(
-        tmp_path, tmp_path / "b.store", extractor, batch=2, tsv=tmp_path / "b_obj36.tsv", dtype="float32",
+        tmp_path, tmp_path / "b.store", extractor, batch=2, workers=2, tsv=tmp_path / "b_obj36.tsv", dtype="float32",
         progress=False,
     )  # fmt: skip
     store = FeatureStore(out)

@@ -111,7 +111,7 @@ class ButdExtractor:
     def preprocess(self, image: Image.Image) -> Prepared:
         return self.preprocessor(image)
 
-    def run(self, prepared: Sequence[Prepared], max_batch: int = 8) -> list[Regions]:
+    def run(self, prepared: Sequence[Prepared], max_batch: int = 64) -> list[Regions]:
         """Regions of preprocessed images, in order; images of one network size share a forward pass."""
         groups: dict[tuple[int, int], list[int]] = {}
         for i, p in enumerate(prepared):

@@ -598,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     det.add_argument("--preset", choices=("lxmert", "hf-demo"), help="pre/post-processing (default lxmert)")
     det.add_argument("--device", help="cpu or cuda (default cpu)")
-    det.add_argument("--amp", choices=("none", "bf16"), help="bf16 autocast on an accelerator (default none)")
+    det.add_argument("--amp", choices=("none", "bf16"), help="bf16 autocast, for GPUs (or bf16 CPUs; default none)")
     det.add_argument("--min-boxes", type=_positive, help="fewest regions per image (default 36)")
     det.add_argument("--max-boxes", type=_positive, help="most regions per image (default 36; e.g. 10-100)")
     parser.add_argument("--dtype", choices=DTYPES, help="stored feature dtype (default float16, float32 with --tsv)")

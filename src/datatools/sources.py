@@ -20,6 +20,8 @@ BERT_BASE = f"https://huggingface.co/google-bert/bert-base-uncased/resolve/{BERT
 # The lil-lab/nlvr commit that the original repository pins as its data/nlvr2/nlvr submodule.
 NLVR_COMMIT = "3afe9e57355ab49fb92a0dc231436e583d67d125"
 NLVR_BASE = f"https://raw.githubusercontent.com/lil-lab/nlvr/{NLVR_COMMIT}"
+# The PyTorch port of the bottom-up-attention detector's weights (used by the butd extractor).
+HF_BASE = "https://huggingface.co"
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ GROUPS: dict[str, str] = {
     "features-vg-gqa": "obj36 features for Visual Genome + GQA test images, and GQA testdev (30 GB together)",
     "features-nlvr2": "obj36 features for NLVR2 train, valid, test",
     "bert": "BERT-base uncased from the HuggingFace hub (snap/bert/bert-base-uncased; fetched on first use)",
+    "butd-detector": "bottom-up-attention Faster R-CNN weights for --extractor butd (snap/detector, 262 MB)",
 }
 
 
@@ -145,6 +148,14 @@ SOURCES: tuple[Source, ...] = (
     _bert("config.json", 570),
     _bert("model.safetensors", 440449768, "68d45e234eb4a928074dfd868cead0219ab85354cc53d20e772753c6bb9169d3"),
     _bert("vocab.txt", 231508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+    Source(
+        name="detector/frcnn-vg-finetuned",
+        group="butd-detector",
+        path="unc-nlp/frcnn-vg-finetuned/resolve/main/pytorch_model.bin",
+        dest="snap/detector/pytorch_model.bin",
+        base=HF_BASE,
+        approx_size="262 MB",
+    ),
 )
 
 

@@ -30,10 +30,10 @@ from features.convert import convert_tsv  # noqa: E402
 from features.store import FeatureStore  # noqa: E402
 from lxrt import LXRTConfig  # noqa: E402
 from lxrt.tokenization import LXRTTokenizer  # noqa: E402
-from tasks.models import QAModel  # noqa: E402
+from tasks.models import Classifier  # noqa: E402
 
 
-def predict(model: QAModel, tok: LXRTTokenizer, store: FeatureStore, questions: list[dict], batch: int,
+def predict(model: Classifier, tok: LXRTTokenizer, store: FeatureStore, questions: list[dict], batch: int,
             autocast: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Argmax answer and top-2 logit margin of every question."""
     answers, logits_all = [], []
@@ -79,7 +79,7 @@ def main() -> None:
         print(f"{len(questions)} questions on {args.images} images, data ready in {time.perf_counter() - t0:.0f}s")
         llayers, xlayers, rlayers = (int(n) for n in args.layers.split(","))
         config = LXRTConfig(llayers=llayers, xlayers=xlayers, rlayers=rlayers)
-        model = QAModel(config, 3129, pooled_only=True).eval()
+        model = Classifier(config, 3129, pooled_only=True).eval()
         tok = LXRTTokenizer(max_length=20)
         t0 = time.perf_counter()
         a32, l32 = predict(model, tok, stores["float32"], questions, args.batch)

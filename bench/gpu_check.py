@@ -50,7 +50,7 @@ from engine.syncs import HostSyncCounter, cuda_sync_warnings  # noqa: E402
 from lxrt import LXRTConfig, read_state_dict  # noqa: E402
 from pretrain.lxmert_pretrain import RECIPE as PRETRAIN_RECIPE  # noqa: E402
 from pretrain.task import PretrainOptions, PretrainTask  # noqa: E402
-from tasks.models import QAModel  # noqa: E402
+from tasks.models import Classifier  # noqa: E402
 from tasks.vqa import VQATask  # noqa: E402
 
 NUM_ANSWERS = 3129
@@ -169,7 +169,7 @@ class Check:
     @torch.no_grad()
     def bf16_vs_fp32(self) -> dict[str, Any]:
         torch.manual_seed(0)
-        model = QAModel(self.model, NUM_ANSWERS)
+        model = Classifier(self.model, NUM_ANSWERS)
         if self.weights:
             model.load_state_dict(read_state_dict(self.weights))
         model = model.to(self.device).eval()

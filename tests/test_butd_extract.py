@@ -118,9 +118,9 @@ def test_folder_to_store_and_tsv_read_by_the_tasks(tmp_path: Path, small_weights
     f, b, mask = feats.gather(["coffee", "astronaut"])
     assert f.shape == (2, 36, SMALL.feat_dim) and mask is None and b.min() >= 0 and b.max() <= 1
     from lxrt.config import LXRTConfig
-    from tasks.models import QAModel
+    from tasks.models import Classifier
 
-    model = QAModel(LXRTConfig.tiny(visual_feat_dim=SMALL.feat_dim), num_answers=5).eval()
+    model = Classifier(LXRTConfig.tiny(visual_feat_dim=SMALL.feat_dim), num_answers=5).eval()
     with torch.no_grad():
         logits = model(torch.tensor([[101, 2054, 102]] * 2), torch.from_numpy(f), torch.from_numpy(b))
     assert logits.shape == (2, 5) and torch.isfinite(logits).all()

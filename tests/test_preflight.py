@@ -18,7 +18,7 @@ from tasks.preflight import preflight
 REPO = Path(__file__).resolve().parents[1]
 
 BAD_FLAGS = [
-    ("--batchSize", "0"), ("--batchSize", "-8"), ("--lr", "-1e-4"), ("--lr", "0"), ("--lr", "nan"),
+    ("--batchSize", "0"), ("--batchSize", "-8"), ("--lr", "-1e-4"), ("--lr", "nan"),
     ("--epochs", "0"), ("--epochs", "-1"), ("--max-steps", "-5"), ("--save-every", "-1"),
     ("--numWorkers", "-2"), ("--eval-batch-size", "-1"), ("--warmup", "1.5"), ("--weight-decay", "-0.1"),
     ("--clip-norm", "-1"), ("--log-every", "0"), ("--max-seq-length", "1"), ("--seed", "-3"),

@@ -21,7 +21,7 @@ exit 0
 def _setup(tmp_path: Path, fail_on: str) -> tuple[subprocess.CompletedProcess, list[Path]]:
     (tmp_path / "run").mkdir(exist_ok=True)
     shutil.copy(REPO / "run" / "setup.bash", tmp_path / "run" / "setup.bash")
-    for name in ("requirements.txt", "requirements-dev.txt"):
+    for name in ("requirements.txt", "requirements-dev.txt", "requirements-serve.txt"):
         shutil.copy(REPO / name, tmp_path / name)
     python = tmp_path / ".venv" / "bin" / "python"
     python.parent.mkdir(parents=True, exist_ok=True)

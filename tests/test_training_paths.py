@@ -101,13 +101,14 @@ SLOW_WRITER = textwrap.dedent("""
                 time.sleep(2)
 
     torch.save = slow_disk
-    save_training_state(sys.argv[1], {"model": {"w": torch.zeros(1 << 22)}, "epoch": 2, "step": 0})
+    save_training_state(sys.argv[1], {"model": {"w": torch.zeros(1 << 22)}, "optimizer": {}, "rng": {},
+                                      "epoch": 2, "step": 0})
 """)
 
 
 def test_checkpoint_killed_mid_write_keeps_the_previous_one(tmp_path):
     path = tmp_path / RESUME_FILE
-    save_training_state(path, {"model": {"w": torch.arange(5.0)}, "epoch": 1, "step": 3})
+    save_training_state(path, {"model": {"w": torch.arange(5.0)}, "optimizer": {}, "rng": {}, "epoch": 1, "step": 3})
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(path)], env=env)
     deadline = time.time() + 60

@@ -46,7 +46,7 @@ seq_length = _number(int, 3, 512, what="an integer between 3 and 512 ([CLS], a w
 
 FLAG_TYPES: dict[str, Callable[[str], Any]] = {
     "--batchSize": positive_int,
-    "--lr": positive_float,
+    "--lr": non_negative_float,  # 0 keeps the loaded weights (a pipeline check)
     "--epochs": positive_int,
     "--dropout": fraction,
     "--seed": seed_int,
@@ -74,7 +74,7 @@ def check_config(cfg: TrainConfig) -> None:
     rules: list[tuple[bool, str]] = [
         (cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}"),
         (cfg.epochs >= 1, f"epochs must be >= 1 (0 would write an untrained model), got {cfg.epochs}"),
-        (cfg.lr > 0 and math.isfinite(cfg.lr), f"lr must be a finite number > 0, got {cfg.lr}"),
+        (cfg.lr >= 0 and math.isfinite(cfg.lr), f"lr must be a finite number >= 0, got {cfg.lr}"),
         (0 <= cfg.warmup < 1, f"warmup must be a fraction in [0, 1), got {cfg.warmup}"),
         (cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}"),
         (cfg.clip_norm >= 0, f"clip_norm must be >= 0, got {cfg.clip_norm}"),

@@ -120,7 +120,7 @@ def test_folder_to_store_and_tsv_read_by_the_tasks(tmp_path: Path, small_weights
     from lxrt.config import LXRTConfig
     from tasks.models import Classifier
 
-    model = Classifier(LXRTConfig.tiny(visual_feat_dim=SMALL.feat_dim), num_answers=5).eval()
+    model = Classifier(LXRTConfig.tiny(visual_feat_dim=SMALL.feat_dim), num_classes=5).eval()
     with torch.no_grad():
         logits = model(torch.tensor([[101, 2054, 102]] * 2), torch.from_numpy(f), torch.from_numpy(b))
     assert logits.shape == (2, 5) and torch.isfinite(logits).all()

@@ -341,3 +341,29 @@ def test_ask_script_runs_from_bash(demo_run, tmp_path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1].split()[1] == preds[rec["question_id"]] and out.is_file()
+
+
+def test_vqa_snapshot_answers_through_the_detector_with_vg_labels(tmp_path) -> None:
+    """A VQA snapshot asked about a real photograph through ``--extractor butd`` (the detector's small
+    test variant, random weights): the detector's boxes and Visual Genome labels reach the answer and
+    the PNG. Catches a detector path that drops the regions' labels or mis-sizes the features."""
+    skdata = pytest.importorskip("skimage.data")
+    from features.butd.model import DetectorConfig
+    from features.butd.weights import random_state_dict
+
+    small = DetectorConfig(width=8, stem_channels=16, blocks=(1, 1, 2, 1), rpn_hidden=32)
+    best = _save(Classifier(_tiny(small.feat_dim), VQA_ANSWERS).eval(), tmp_path / "vqa_run")
+    options = {"weights": random_state_dict(7, small), "config": small, "short_side": 160, "rpn_post_nms": 30}
+    asker = Asker.from_checkpoint(best, task="vqa", extractor="butd", extractor_options=options,
+                                  data_root=REPO_DATA)
+    photo = Image.fromarray(skdata.astronaut())
+    result = asker.ask(photo, "What is the person wearing?")
+    probs = [p for _, p in result.answers]
+    assert len(result.answers) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    regions = result.regions  # 30 proposals, fewer than 36: every one is a region
+    assert len(regions.boxes) == 30 and regions.labels is not None and len(regions.labels) == 30
+    vocab = (REPO_DATA / "vg" / "objects_vocab.txt").read_text().splitlines()
+    names = {n for line in vocab for n in line.split(",")}
+    assert all(label.split()[-1] in names for label in regions.labels)
+    w, h = photo.size
+    assert (regions.boxes[:, [0, 2]] <= w + 1e-3).all() and (regions.boxes[:, [1, 3]] <= h + 1e-3).all()

@@ -44,8 +44,10 @@ class QATask(FinetuneTask):
         return self.dataset_class(splits, root=self.cfg.data_root, topk=topk, answers=self.answers)
 
     def load_pretrained(self, model: nn.Module) -> None:
-        load_initial_weights(model, self.cfg, qa_tables=(self.answers.label2ans, pretrain_answers(self.cfg.data_root),
-                                                         convert_ans))
+        # The pretraining answer table is read only when --loadLXMERTQA maps its head (a test run needs none).
+        qa_tables = (self.answers.label2ans, pretrain_answers(self.cfg.data_root), convert_ans) \
+            if self.cfg.load_lxmert_qa else None
+        load_initial_weights(model, self.cfg, qa_tables=qa_tables)
 
     def loss(self, output: Tensor, batch: Batch) -> tuple[Tensor, Mapping[str, Tensor]]:
         target = batch.targets["target"]

@@ -57,7 +57,7 @@ def noise(size=(40, 30), seed=0) -> Image.Image:
 # ---- extractors --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", available_extractors())
+@pytest.mark.parametrize("name", [n for n in available_extractors() if n != "butd"])  # butd: test_butd_extract.py
 @pytest.mark.parametrize("size", [(64, 64), (37, 23), (3, 2)])
 def test_every_extractor_keeps_its_contract(name: str, size: tuple[int, int]) -> None:
     extractor = create_extractor(name)

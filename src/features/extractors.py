@@ -15,12 +15,12 @@ Two extractors without learned weights ship here:
   connected blobs. Every region carries its RGB patch, a foreground mask patch (the shape), the
   colour of its foreground pixels and simple statistics, so both colour and shape are easy to read.
 
-Plugging in a detector (for instance a bottom-up-attention Faster R-CNN with 36 boxes of 2048-d
-pool5 features): write a class with ``name``, ``feat_dim`` and ``__call__`` returning
-``Regions(boxes=pixel x1y1x2y2, features=..., objects_id=..., objects_conf=...)``, decorate a
-factory with ``@register_extractor("butd")`` in an importable module, and run
-``python -m features.extract --plugin that.module --extractor butd ...``. Workers import the plugin
-module too, so the registration must happen at import time.
+The bottom-up-attention detector (``butd``, :mod:`features.butd`) is registered here too; torch and
+the model are imported only when it is built. Plugging in another detector: write a class with
+``name``, ``feat_dim`` and ``__call__`` returning ``Regions(boxes=pixel x1y1x2y2, features=...,
+objects_id=..., objects_conf=...)``, decorate a factory with ``@register_extractor("mine")`` in an
+importable module, and run ``python -m features.extract --plugin that.module --extractor mine ...``.
+Workers import the plugin module too, so the registration must happen at import time.
 """
 
 from __future__ import annotations
@@ -43,13 +43,22 @@ class Regions:
     ``boxes``: (N, 4) float32 pixel coordinates x1, y1, x2, y2 with 0 <= x1 <= x2 <= width and
     0 <= y1 <= y2 <= height (x2/y2 exclusive, like Python slices). ``features``: (N, D) float32.
     ``objects_id`` (N,) int64 / ``objects_conf`` (N,) float32 are a detector's class and
-    confidence, ``None`` for extractors without classes.
+    confidence, ``attrs_id`` / ``attrs_conf`` its attribute and confidence; ``None`` for extractors
+    without them.
     """
 
     boxes: np.ndarray
     features: np.ndarray
     objects_id: np.ndarray | None = None
     objects_conf: np.ndarray | None = None
+    attrs_id: np.ndarray | None = None
+    attrs_conf: np.ndarray | None = None
+
+    @property
+    def labels(self) -> dict[str, np.ndarray]:
+        """The detector outputs present, by name (objects_id, objects_conf, attrs_id, attrs_conf)."""
+        names = ("objects_id", "objects_conf", "attrs_id", "attrs_conf")
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
     def check(self, width: int, height: int, feat_dim: int) -> None:
         """Raise ``ValueError`` saying what is wrong if these regions break the contract above."""
@@ -68,9 +77,8 @@ class Regions:
         if not inside.all():
             bad = int(np.flatnonzero(~inside)[0])
             raise ValueError(f"box {bad} = {boxes[bad].tolist()} is not inside the {width}x{height} image")
-        for key in ("objects_id", "objects_conf"):
-            value = getattr(self, key)
-            if value is not None and np.asarray(value).shape != (n,):
+        for key, value in self.labels.items():
+            if np.asarray(value).shape != (n,):
                 raise ValueError(f"{key} must have shape ({n},), got {np.asarray(value).shape}")
 
 
@@ -412,3 +420,11 @@ class GridObjectExtractor:
             axis=1,
         )
         return Regions(boxes=boxes.astype(np.float32), features=feats.astype(np.float32))
+
+
+@register_extractor("butd")
+def _butd(**options: object) -> RegionExtractor:
+    """The bottom-up-attention Faster R-CNN (:class:`features.butd.extractor.ButdExtractor`)."""
+    from features.butd.extractor import ButdExtractor
+
+    return ButdExtractor(**options)  # type: ignore[arg-type]

@@ -39,6 +39,9 @@ FORMAT_VERSION = 1
 META_FILE = "meta.json"
 IDS_FILE = "ids.txt"
 STORE_SUFFIX = ".store"
+PARTIAL_SUFFIX = ".partial"
+JOURNAL_FILE = "journal.json"
+LOCK_FILE = "writer.lock"
 DTYPES = ("float16", "float32")
 BOX_TOLERANCE = 1e-5  # the original asserts boxes lie in [0, 1] within this tolerance
 
@@ -75,13 +78,29 @@ class _NpyAppender:
 
     HEADER_BYTES = 128
 
-    def __init__(self, path: Path, dtype: np.dtype | str, row_shape: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, path: Path, dtype: np.dtype | str, row_shape: tuple[int, ...] = (), resume_rows: int | None = None
+    ) -> None:
         self.path = path
         self.dtype = np.dtype(dtype)
         self.row_shape = tuple(int(s) for s in row_shape)
-        self.rows = 0
-        self._f = open(path, "wb")  # noqa: SIM115 - stays open across append() calls until close()
-        self._f.write(b"\0" * self.HEADER_BYTES)
+        if resume_rows is None:
+            self.rows = 0
+            self._f = open(path, "wb")  # noqa: SIM115 - stays open across append() calls until close()
+            self._f.write(b"\0" * self.HEADER_BYTES)
+        else:  # continue a partial file: rows after the last checkpoint are cut off
+            self.rows = int(resume_rows)
+            self._f = open(path, "r+b")  # noqa: SIM115
+            self._f.truncate(self.HEADER_BYTES + self.rows * self.row_bytes)
+            self._f.seek(0, os.SEEK_END)
+
+    @property
+    def row_bytes(self) -> int:
+        return int(self.dtype.itemsize * np.prod(self.row_shape, dtype=np.int64))
+
+    def flush(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
 
     def append(self, arr: np.ndarray) -> None:
         arr = np.ascontiguousarray(arr, dtype=self.dtype)
@@ -109,6 +128,23 @@ class _NpyAppender:
 
     def discard(self) -> None:
         self._f.close()
+
+
+def partial_path(out_dir: str | os.PathLike) -> Path:
+    """Where a resumable writer keeps the unfinished store for ``out_dir``."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + PARTIAL_SUFFIX)
+
+
+def _read_journal(tmp_dir: Path) -> dict[str, Any] | None:
+    path = tmp_dir / JOURNAL_FILE
+    if not path.is_file():
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise StoreError(f"{path}: unreadable resume journal ({err}); delete {tmp_dir} to start again") from None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -169,10 +205,20 @@ class StoreWriter:
 
     Data goes to ``<out_dir>.tmp-<pid>``; ``close()`` publishes it atomically, leaving the
     context on an exception removes it and keeps any previous store untouched.
+
+    With ``resumable=True`` the data goes to ``<out_dir>.partial`` instead, :meth:`checkpoint` records
+    how much of it is complete, and an interrupted or failed run leaves it there: a new writer with
+    the same settings continues after the last checkpoint (:attr:`resumed` says how many images were
+    already done), one with other settings is refused.
     """
 
     def __init__(
-        self, out_dir: str | os.PathLike, feat_dim: int, dtype: str = "float16", source: dict | None = None
+        self,
+        out_dir: str | os.PathLike,
+        feat_dim: int,
+        dtype: str = "float16",
+        source: dict | None = None,
+        resumable: bool = False,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"store dtype must be one of {DTYPES}, got {dtype!r}")
@@ -182,22 +228,120 @@ class StoreWriter:
         self.feat_dim = int(feat_dim)
         self.dtype = np.dtype(dtype)
         self.source = dict(source or {})
-        self.tmp_dir = self.out_dir.with_name(f"{self.out_dir.name}.tmp-{os.getpid()}")
+        self.resumable = bool(resumable)
+        self.extra: dict[str, Any] = {}  # caller state saved with every checkpoint and restored on resume
+        self._lock_fd: int | None = None
         _remove_leftovers(self.out_dir)
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
-        self.tmp_dir.mkdir(parents=True)
+        if self.resumable:
+            self.tmp_dir = partial_path(self.out_dir)
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            self._lock()
+            journal = _read_journal(self.tmp_dir)
+            if journal is None:  # nothing recorded yet: start from an empty folder
+                for leftover in self.tmp_dir.iterdir():
+                    if leftover.name != LOCK_FILE:
+                        leftover.unlink()
+        else:
+            self.tmp_dir = self.out_dir.with_name(f"{self.out_dir.name}.tmp-{os.getpid()}")
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            self.tmp_dir.mkdir(parents=True)
+            journal = None
+        self._seen: dict[str, int] = {}
+        self._done = False
+        if journal is not None:
+            self._resume(journal)
+            return
         self._features = _NpyAppender(self.tmp_dir / "features.npy", self.dtype, (self.feat_dim,))
         self._boxes = _NpyAppender(self.tmp_dir / "boxes.npy", np.float32, (4,))
         self._offsets = _NpyAppender(self.tmp_dir / "offsets.npy", np.int64)
         self._image_hw = _NpyAppender(self.tmp_dir / "image_hw.npy", np.int64, (2,))
         self._labels: dict[str, _NpyAppender] | None = None  # decided by the first add()
         self._ids_file = open(self.tmp_dir / IDS_FILE, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
-        self._seen: dict[str, int] = {}
         self._regions = 0
         self._min_boxes: int | None = None
         self._max_boxes = 0
         self._offsets.append(np.zeros(1, np.int64))
-        self._done = False
+        self.resumed = 0
+
+    # ---- resuming --------------------------------------------------------------------------------
+
+    def _settings(self) -> dict[str, Any]:
+        return {"feat_dim": self.feat_dim, "dtype": self.dtype.name, "source": self.source}
+
+    def _lock(self) -> None:
+        fd = os.open(self.tmp_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"another process is writing {self.tmp_dir}; wait for it or stop it first") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _resume(self, journal: dict[str, Any]) -> None:
+        if journal.get("settings") != json.loads(json.dumps(self._settings(), default=str)):
+            self._unlock()
+            raise StoreError(
+                f"{self.tmp_dir} holds a partial store made with other settings ({journal.get('settings')}); "
+                f"continue it with the same options, or delete it to start again"
+            )
+        rows, images = int(journal["regions"]), int(journal["images"])
+        self._features = _NpyAppender(self.tmp_dir / "features.npy", self.dtype, (self.feat_dim,), rows)
+        self._boxes = _NpyAppender(self.tmp_dir / "boxes.npy", np.float32, (4,), rows)
+        self._offsets = _NpyAppender(self.tmp_dir / "offsets.npy", np.int64, (), images + 1)
+        self._image_hw = _NpyAppender(self.tmp_dir / "image_hw.npy", np.int64, (2,), images)
+        names = journal.get("labels")
+        self._labels = (
+            None
+            if names is None
+            else {n: _NpyAppender(self.tmp_dir / f"{n}.npy", LABEL_FIELDS[n], (), rows) for n in names}
+        )
+        ids_path = self.tmp_dir / IDS_FILE
+        with open(ids_path, "r+b") as f:
+            f.truncate(int(journal["ids_bytes"]))
+        ids = ids_path.read_text(encoding="utf-8").split("\n")[:-1]
+        if len(ids) != images:
+            raise StoreError(f"{self.tmp_dir}: journal says {images} images, {IDS_FILE} holds {len(ids)}")
+        self._seen = {img_id: i for i, img_id in enumerate(ids)}
+        self._ids_file = open(ids_path, "a", encoding="utf-8", newline="\n")  # noqa: SIM115
+        self._regions = rows
+        self._min_boxes = journal.get("min_boxes")
+        self._max_boxes = int(journal.get("max_boxes") or 0)
+        self.extra = dict(journal.get("extra") or {})
+        self.resumed = images
+
+    def checkpoint(self) -> None:
+        """Make everything added so far durable and record it, so a later writer can continue from here."""
+        self._check_open()
+        if not self.resumable:
+            return
+        for f in self._all_files():
+            f.flush()
+        self._ids_file.flush()
+        os.fsync(self._ids_file.fileno())
+        journal = {
+            "settings": self._settings(),
+            "images": len(self._seen),
+            "regions": self._regions,
+            "ids_bytes": self._ids_file.tell(),
+            "labels": None if self._labels is None else list(self._labels),
+            "min_boxes": self._min_boxes,
+            "max_boxes": self._max_boxes,
+            "extra": self.extra,
+        }
+        tmp = self.tmp_dir / (JOURNAL_FILE + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(journal, f, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.tmp_dir / JOURNAL_FILE)
+
+    def __contains__(self, img_id: object) -> bool:
+        return img_id in self._seen
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -261,13 +405,10 @@ class StoreWriter:
         }
         labels = {name: self._label(name, v, n, what) for name, v in given.items() if v is not None}
         if self._labels is None:
-            self._labels = {
-                name: _NpyAppender(self.tmp_dir / f"{name}.npy", LABEL_FIELDS[name]) for name in labels
-            }
+            self._labels = {name: _NpyAppender(self.tmp_dir / f"{name}.npy", LABEL_FIELDS[name]) for name in labels}
         if set(labels) != set(self._labels):
             raise ValueError(
-                f"{what}: gives detector outputs {sorted(labels)}, "
-                f"but earlier images gave {sorted(self._labels)}"
+                f"{what}: gives detector outputs {sorted(labels)}, but earlier images gave {sorted(self._labels)}"
             )
 
         self._features.append(stored)
@@ -292,15 +433,18 @@ class StoreWriter:
     def _all_files(self) -> list[_NpyAppender]:
         return [self._features, self._boxes, self._offsets, self._image_hw, *(self._labels or {}).values()]
 
-    def abort(self) -> None:
-        """Drop everything written so far; a previous store at ``out_dir`` stays as it was."""
+    def abort(self, keep_partial: bool = True) -> None:
+        """Stop writing; a previous store at ``out_dir`` stays as it was. A resumable writer keeps its
+        partial store up to the last checkpoint (unless ``keep_partial`` is False), others drop it."""
         if self._done:
             return
         self._done = True
         for f in self._all_files():
             f.discard()
         self._ids_file.close()
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self._unlock()
+        if not (self.resumable and keep_partial):
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def close(self) -> Path:
         """Finish the files, write ``meta.json`` and publish the store atomically; returns its path."""
@@ -331,16 +475,19 @@ class StoreWriter:
                 "source": self.source,
             }
             with open(self.tmp_dir / META_FILE, "w", encoding="utf-8") as f:
-                json.dump(meta, f, indent=1)
+                json.dump(meta, f, indent=1, default=str)
                 f.write("\n")
                 f.flush()
                 os.fsync(f.fileno())
+            for name in (JOURNAL_FILE, LOCK_FILE):
+                (self.tmp_dir / name).unlink(missing_ok=True)
             _fsync_dir(self.tmp_dir)
             _publish(self.tmp_dir, self.out_dir)
         except BaseException:
             self._done = False
-            self.abort()
+            self.abort(keep_partial=False)
             raise
+        self._unlock()
         self._done = True
         return self.out_dir
 

@@ -1,0 +1,247 @@
+"""Box operations and selection rules of the detector against brute-force versions and hand-made cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from features.butd import ops
+from features.butd.pipeline import select_class_agnostic, select_per_class
+from features.butd.presets import PRESETS, resized_size
+
+HAS_TV = ops.torchvision_ops() is not None
+
+
+# ---- brute-force references -------------------------------------------------------------------------------
+
+
+def iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def brute_nms(boxes, scores, thresh) -> list[int]:
+    """Textbook greedy NMS: highest score first (ties: lower index), drop IoU > thresh."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    keep: list[int] = []
+    for i in order:
+        if all(iou(boxes[i], boxes[j]) <= thresh for j in keep):
+            keep.append(i)
+    return keep
+
+
+def brute_roi_pool(feat: torch.Tensor, rois: torch.Tensor, size: int, scale: float) -> torch.Tensor:
+    """Caffe's RoIPool loop: rounded corners, bins [floor(p*b), ceil((p+1)*b)), empty bins 0."""
+    _, c, h, w = feat.shape
+    out = torch.zeros(len(rois), c, size, size)
+    f32 = np.float32
+    for k, r in enumerate(rois.tolist()):
+        x1, y1, x2, y2 = (int(math.copysign(math.floor(abs(f32(v) * f32(scale)) + 0.5), v)) for v in r[1:])
+        bin_w, bin_h = f32(max(x2 - x1 + 1, 1)) / f32(size), f32(max(y2 - y1 + 1, 1)) / f32(size)
+        for ph in range(size):
+            hs = min(max(int(math.floor(f32(ph) * bin_h)) + y1, 0), h)
+            he = min(max(int(math.ceil(f32(ph + 1) * bin_h)) + y1, 0), h)
+            for pw in range(size):
+                ws = min(max(int(math.floor(f32(pw) * bin_w)) + x1, 0), w)
+                we = min(max(int(math.ceil(f32(pw + 1) * bin_w)) + x1, 0), w)
+                if he > hs and we > ws:
+                    out[k, :, ph, pw] = feat[int(r[0]), :, hs:he, ws:we].amax(dim=(1, 2))
+    return out
+
+
+def random_boxes(n: int, seed: int, extent: float = 100.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * extent
+    wh = torch.rand(n, 2, generator=g) * extent / 2 + 1
+    return torch.cat([xy, xy + wh], 1)
+
+
+# ---- NMS ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nms_matches_brute_force(seed: int) -> None:
+    boxes = random_boxes(120, seed)
+    scores = torch.rand(120, generator=torch.Generator().manual_seed(seed + 10))
+    scores[::7] = scores[3]  # ties: the lower index goes first
+    for thresh in (0.3, 0.5, 0.7):
+        expected = brute_nms(boxes.tolist(), scores.tolist(), thresh)
+        assert ops.nms(boxes, scores, thresh, impl="torch").tolist() == expected
+        order = torch.sort(scores, descending=True, stable=True).indices
+        fixed = order[ops._nms_fixed_point(boxes[order], thresh)]  # the accelerator path, run on the CPU
+        assert fixed.tolist() == expected
+        assert ops.nms(boxes, scores, thresh, max_keep=5, impl="torch").tolist() == expected[:5]
+
+
+def test_nms_hand_made_cases() -> None:
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 10.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.9])
+    # box 1 overlaps box 0 with IoU 9/11 > 0.5; box 3 is box 0 again with the same score (a tie: index 0 wins)
+    assert ops.nms(boxes, scores, 0.5, impl="torch").tolist() == [0, 2]
+    assert ops.nms(boxes, scores, 0.85, impl="torch").tolist() == [0, 1, 2]  # 9/11 is not > 0.85
+    assert ops.nms(boxes[:0], scores[:0], 0.5, impl="torch").tolist() == []
+
+
+def test_batched_nms_keeps_groups_apart() -> None:
+    boxes = random_boxes(60, 4)
+    scores = torch.rand(60, generator=torch.Generator().manual_seed(5))
+    groups = torch.arange(60) % 3
+    got = ops.batched_nms(boxes, scores, groups, 0.4, impl="torch").tolist()
+    expected = []
+    for g in range(3):
+        idx = [i for i in range(60) if groups[i] == g]
+        expected += [idx[j] for j in brute_nms(boxes[idx].tolist(), scores[idx].tolist(), 0.4)]
+    assert sorted(got) == sorted(expected)
+    assert got == sorted(got, key=lambda i: -float(scores[i]))
+
+
+def test_multiclass_nms_mask_is_nms_per_class() -> None:
+    boxes = random_boxes(50, 6)
+    scores = torch.rand(50, 9, generator=torch.Generator().manual_seed(7))
+    scores[:, 4] = 0.5  # a class where every box ties
+    mask = ops.multiclass_nms_mask(boxes, scores, 0.3)
+    for c in range(9):
+        expected = set(brute_nms(boxes.tolist(), scores[:, c].tolist(), 0.3))
+        assert set(torch.nonzero(mask[:, c])[:, 0].tolist()) == expected
+
+
+@pytest.mark.skipif(not HAS_TV, reason="torchvision does not import here")
+def test_torchvision_and_plain_versions_agree() -> None:
+    boxes = random_boxes(300, 8, extent=600)
+    scores = torch.rand(300, generator=torch.Generator().manual_seed(9))
+    assert (
+        ops.nms(boxes, scores, 0.7, impl="torch").tolist() == ops.nms(boxes, scores, 0.7, impl="torchvision").tolist()
+    )
+    feat = torch.randn(2, 16, 38, 50, generator=torch.Generator().manual_seed(10))
+    rois = torch.cat([torch.randint(0, 2, (300, 1)).float(), boxes], 1)
+    plain = ops.roi_pool(feat, rois, 14, 1 / 16, impl="torch")
+    compiled = ops.roi_pool(feat, rois, 14, 1 / 16, impl="torchvision")
+    assert torch.equal(plain, compiled)
+
+
+# ---- RoIPool and boxes ---------------------------------------------------------------------------------------
+
+
+def test_roi_pool_matches_brute_force() -> None:
+    feat = torch.randn(2, 5, 21, 27, generator=torch.Generator().manual_seed(11))
+    rois = torch.tensor(
+        [
+            [0, 0, 0, 27 * 16 - 1, 21 * 16 - 1],  # the whole map
+            [1, 8, 8, 24, 24],  # .5 corners: C rounds halves away from zero
+            [0, -40, -40, 30, 20],  # starts outside the image
+            [1, 400, 300, 900, 700],  # mostly beyond the right/bottom border: empty bins
+            [0, 100, 100, 100, 100],  # a point
+            [1, 50.3, 10.7, 200.2, 330.9],
+            [0, 1000, 1000, 1100, 1100],  # entirely outside: all zeros
+        ]
+    )
+    rois = torch.cat([rois, torch.cat([torch.randint(0, 2, (30, 1)).float(), random_boxes(30, 12, 400)], 1)])
+    expected = brute_roi_pool(feat, rois, 7, 1 / 16)
+    got = ops.roi_pool(feat, rois, 7, 1 / 16, impl="torch")
+    assert torch.equal(got, expected)
+    assert float(got[6].abs().sum()) == 0.0
+    assert torch.equal(
+        ops.roi_pool(feat.contiguous(memory_format=torch.channels_last), rois, 7, 1 / 16, impl="torch"), got
+    )
+
+
+def test_box_decoding() -> None:
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0]])  # centre (20, 40), size 20 x 40
+    deltas = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0, -0.5, math.log(2), 0.0, 0.0, 0.0, 100.0, 0.0]])
+    out = ops.decode_boxes(deltas, boxes, (1.0, 1.0, 1.0, 1.0), scale_clamp=math.log(1000 / 16))
+    assert out[0, :4].tolist() == [10.0, 20.0, 30.0, 60.0]
+    assert out[0, 4:8].tolist() == pytest.approx([20.0, 0.0, 60.0, 40.0])  # centre +20/-20, width x2
+    assert out[0, 10] - out[0, 8] == pytest.approx(20 * 1000 / 16)  # dw clamped
+    weighted = ops.decode_boxes(torch.tensor([[10.0, 10.0, 5.0 * math.log(2), 0.0]]), boxes, (10, 10, 5, 5))
+    assert weighted[0].tolist() == pytest.approx([20.0, 60.0, 60.0, 100.0])  # dx = dy = 1: one box size over
+    clipped = ops.clip_boxes(torch.tensor([[-5.0, 3.0, 700.0, 900.0]]), 480, 640)
+    assert clipped.tolist() == [[0.0, 3.0, 640.0, 480.0]]
+
+
+# ---- selection rules ---------------------------------------------------------------------------------------
+
+
+def brute_per_class(probs: np.ndarray, boxes: np.ndarray, thresh: float, conf: float, lo: int, hi: int) -> list[int]:
+    """The original extraction script's loop (stable ordering for ties)."""
+    max_conf = np.zeros(len(boxes))
+    for c in range(probs.shape[1]):
+        for i in brute_nms(boxes.tolist(), probs[:, c].tolist(), thresh):
+            max_conf[i] = max(max_conf[i], probs[i, c])
+    keep = np.where(max_conf >= conf)[0]
+    ranked = sorted(range(len(boxes)), key=lambda i: (-max_conf[i], i))
+    if len(keep) < lo:
+        return ranked[:lo]
+    if len(keep) > hi:
+        return ranked[:hi]
+    return keep.tolist()
+
+
+def make_probs(n: int, classes: int, seed: int, sharp: float) -> torch.Tensor:
+    logits = torch.randn(n, classes + 1, generator=torch.Generator().manual_seed(seed)) * sharp
+    return torch.softmax(logits, -1)[:, :-1]
+
+
+@pytest.mark.parametrize(
+    ("n", "sharp", "lo", "hi", "case"),
+    [
+        (80, 4.0, 36, 36, "many above 0.2: the top 36 by confidence"),
+        (80, 0.5, 36, 36, "none above 0.2: still the top 36"),
+        (20, 4.0, 36, 36, "fewer proposals than 36: all of them"),
+        (80, 2.2, 10, 100, "10-100 within range: proposal order"),
+        (80, 0.5, 10, 100, "10-100 below: top 10"),
+    ],
+)
+def test_per_class_selection_matches_the_original_loop(n: int, sharp: float, lo: int, hi: int, case: str) -> None:
+    boxes = random_boxes(n, 13)
+    probs = make_probs(n, 12, 14, sharp)
+    preset = PRESETS["lxmert"].with_options(min_boxes=lo, max_boxes=hi)
+    got = select_per_class(probs, preset, boxes).tolist()
+    expected = brute_per_class(probs.numpy(), boxes.numpy(), 0.3, 0.2, lo, hi)
+    assert got == expected, case
+    assert len(got) == min(n, max(lo, min(len(got), hi)))
+
+
+def test_per_class_selection_in_range_keeps_proposal_order() -> None:
+    # 12 disjoint boxes, each the clear winner of its own class -> all survive with conf 0.9 (>= 0.2)
+    boxes = torch.tensor([[i * 20.0, 0.0, i * 20.0 + 10, 10.0] for i in range(12)])
+    probs = torch.full((12, 12), 0.005)
+    probs[torch.arange(12), torch.arange(12)] = 0.9
+    probs[3, 3] = 0.95
+    preset = PRESETS["lxmert"].with_options(min_boxes=10, max_boxes=100)
+    assert select_per_class(probs, preset, boxes).tolist() == list(range(12))
+    preset = PRESETS["lxmert"].with_options(min_boxes=5, max_boxes=5)
+    assert select_per_class(probs, preset, boxes).tolist() == [3, 0, 1, 2, 4]
+
+
+def test_class_agnostic_selection_raises_the_threshold_until_enough_survive() -> None:
+    # a cluster of 40 heavily overlapping boxes plus 20 separate ones
+    cluster = torch.tensor([[0.0, 0.0, 100.0 + i, 100.0] for i in range(40)])
+    apart = torch.tensor([[200.0 + 20 * i, 0.0, 210.0 + 20 * i, 10.0] for i in range(20)])
+    boxes = torch.cat([cluster, apart])
+    scores = torch.linspace(1.0, 0.1, 60)
+    preset = PRESETS["hf-demo"].with_options(min_boxes=21, max_boxes=36)
+    keep = select_class_agnostic(scores, boxes, preset)
+    assert keep.tolist() == [0] + list(range(40, 60))  # 0.5 already leaves 21
+    for lo in (36, 25):
+        preset = PRESETS["hf-demo"].with_options(min_boxes=lo, max_boxes=36)
+        keep = select_class_agnostic(scores, boxes, preset).tolist()
+        for t in (0.5, 0.6, 0.7):
+            expected = brute_nms(boxes.tolist(), scores.tolist(), t)[:36]
+            if len(expected) >= lo:
+                break
+        assert keep == expected  # 0.7 still leaves fewer than 36: the last threshold's result
+
+
+def test_resize_rules() -> None:
+    lx, hf = PRESETS["lxmert"], PRESETS["hf-demo"]
+    assert resized_size(480, 640, lx)[:2] == (600, 800)
+    assert resized_size(200, 1000, lx)[:2] == (200, 1000)  # long side capped at 1000
+    assert resized_size(480, 640, hf)[:2] == (800, 1067)
+    assert resized_size(500, 1500, hf)[:2] == (444, 1333)
+    assert resized_size(512, 512, hf)[:2] == (800, 800)

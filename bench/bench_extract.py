@@ -246,7 +246,7 @@ def summary(times: list[float]) -> dict:
     return {"seconds": times, "median_s": med, "images_per_s": 1.0 / med}
 
 
-def gpu_throughput(ext, photos: list[Path], copies: int, batch: int, device: str) -> dict:
+def throughput(ext, photos: list[Path], copies: int, batch: int, device: str) -> dict:
     """Images/s of ``ext.run`` over ``copies`` of each photo, batched by network size (preprocessing,
     done by data-loading workers in a real extraction, is timed apart)."""
     t = time.perf_counter()
@@ -279,8 +279,10 @@ def main() -> None:
     p.add_argument("--amp", choices=["none", "bf16"], default="none", help="our detector's precision")
     p.add_argument("--compile", action="store_true", help="torch.compile our backbone and res5 head")
     p.add_argument("--threads", type=int, default=0, help="torch threads for both (0: torch's default)")
-    p.add_argument("--batch", type=int, default=8, help="images per forward in the GPU throughput run")
-    p.add_argument("--copies", type=int, default=16, help="copies of each photo in the GPU throughput run")
+    p.add_argument("--throughput", action="store_true",
+                   help="also time batched runs over --copies of each photo (always on with a GPU)")
+    p.add_argument("--batch", type=int, default=8, help="images per forward in the throughput run")
+    p.add_argument("--copies", type=int, default=16, help="copies of each photo in the throughput run")
     p.add_argument("--presets", nargs="+", choices=PRESETS, default=list(PRESETS), help="our presets to time")
     p.add_argument("--hf-python", help="Python of an environment with torch + torchvision for the HF port")
     p.add_argument("--hf-dir", type=Path, help="folder with the port's modeling_frcnn.py, processing_image.py, "
@@ -391,9 +393,13 @@ def main() -> None:
                 per["hf"]["fraction_of_matmul"] = per["hf"]["gflops_rate"] / mm
     res["detectors"] = per
     res["checks"] = checks
-    if cuda:
-        res["gpu_throughput"] = {who: gpu_throughput(ext, photos, args.copies, args.batch, args.device)
-                                 for who, ext in ours.items()}
+    if cuda or args.throughput:
+        res["throughput"] = {who: throughput(ext, photos, args.copies, args.batch, args.device)
+                             for who, ext in ours.items()}
+        for who, g in res["throughput"].items():
+            if "gflop_per_photo" in per[who]:
+                flops = per[who]["gflop_per_photo"]
+                g["fraction_of_matmul"] = sum(flops.values()) / len(flops) * g["images_per_s"] / mm
     res["load_after"] = load_avg()
 
     say("")
@@ -418,8 +424,10 @@ def main() -> None:
         say(f"check hf-demo vs HF port, {name}: {verdict} ({detail})")
     if checks:
         res["all_same"] = all(c["ok"] for c in checks.values())
-    for who, g in res.get("gpu_throughput", {}).items():
-        say(f"GPU {who}: {g['images_per_s']:.1f} images/s ({g['images']} images, batch {g['batch']}); "
+    for who, g in res.get("throughput", {}).items():
+        frac = f", {g['fraction_of_matmul']:.1%} of matmul" if "fraction_of_matmul" in g else ""
+        say(f"batched {who} on {args.device}: {g['images_per_s']:.3f} images/s ({g['images']} images, batch "
+            f"{g['batch']}{frac}); "
             f"NLVR2 {NLVR2_IMAGES:,} images: {g['nlvr2_projection_min']:.1f} min "
             f"(+ {g['preprocess_s_per_image_cpu']:.3f} s/image of CPU preprocessing, spread over loader workers)")
     atomic_write(args.out, lambda t: t.write_text(json.dumps(res, indent=2)))

@@ -86,6 +86,9 @@ def test_nms_hand_made_cases() -> None:
     assert ops.nms(boxes, scores, 0.5, impl="torch").tolist() == [0, 2]
     assert ops.nms(boxes, scores, 0.85, impl="torch").tolist() == [0, 1, 2]  # 9/11 is not > 0.85
     assert ops.nms(boxes[:0], scores[:0], 0.5, impl="torch").tolist() == []
+    half = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 5.0]])  # IoU exactly 0.5: not above 0.5, both stay
+    assert ops.nms(half, torch.tensor([0.9, 0.8]), 0.5, impl="torch").tolist() == [0, 1]
+    assert ops.nms(half, torch.tensor([0.9, 0.8]), 0.49, impl="torch").tolist() == [0]
 
 
 def test_batched_nms_keeps_groups_apart() -> None:

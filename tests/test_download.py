@@ -425,7 +425,7 @@ def test_manifest_is_consistent() -> None:
     assert {s.group for s in sources.SOURCES} == set(sources.GROUPS)
     for s in sources.SOURCES:
         assert s.dest.split("/")[0] in ("data", "snap")
-        assert s.url.startswith(("https://nlp.cs.unc.edu/data/", sources.NLVR_BASE))
+        assert s.url.startswith(("https://nlp.cs.unc.edu/data/", sources.NLVR_BASE, sources.HF_BASE))
         assert all(o.endswith(".tsv") for o in s.outputs) and s.archive == s.dest.endswith(".zip")
     model = sources.select(["pretrained-model"])
     assert [s.url for s in model] == ["https://nlp.cs.unc.edu/data/model_LXRT.pth"]
@@ -498,4 +498,17 @@ def test_cli_fetches_and_unpacks_from_mirror(http: Served, tmp_path: Path) -> No
     assert sorted(p.name for p in (tmp_path / "data" / "mscoco_imgfeat").iterdir()) == ["val2014_obj36.tsv"]
     requests_made = len(http.log)
     assert main(args) == 0  # everything present: nothing fetched again
+    assert len(http.log) == requests_made
+
+
+def test_detector_weights_come_from_a_mirror_into_snap_detector(http: Served, tmp_path: Path) -> None:
+    (entry,) = sources.select(["butd-detector"])
+    assert entry.url == "https://huggingface.co/unc-nlp/frcnn-vg-finetuned/resolve/main/pytorch_model.bin"
+    assert entry.dest == "snap/detector/pytorch_model.bin"
+    http.put("/hub/unc-nlp/frcnn-vg-finetuned/resolve/main/pytorch_model.bin", PAYLOAD)
+    args = ["butd-detector", "--base-url", f"{http.base}/hub", "--snap-root", str(tmp_path / "snap"), "--no-progress"]
+    assert main(args) == 0
+    assert (tmp_path / "snap" / "detector" / "pytorch_model.bin").read_bytes() == PAYLOAD
+    requests_made = len(http.log)
+    assert main(args) == 0  # cached: no second download
     assert len(http.log) == requests_made

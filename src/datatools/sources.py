@@ -17,6 +17,8 @@ UNC_BASE = "https://nlp.cs.unc.edu/data"
 # The lil-lab/nlvr commit that the original repository pins as its data/nlvr2/nlvr submodule.
 NLVR_COMMIT = "3afe9e57355ab49fb92a0dc231436e583d67d125"
 NLVR_BASE = f"https://raw.githubusercontent.com/lil-lab/nlvr/{NLVR_COMMIT}"
+# The PyTorch port of the bottom-up-attention detector's weights (used by the butd extractor).
+HF_BASE = "https://huggingface.co"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ GROUPS: dict[str, str] = {
     "features-coco": "Faster R-CNN obj36 features for MS COCO train2014, val2014, test2015",
     "features-vg-gqa": "obj36 features for Visual Genome + GQA test images, and GQA testdev (30 GB together)",
     "features-nlvr2": "obj36 features for NLVR2 train, valid, test",
+    "butd-detector": "bottom-up-attention Faster R-CNN weights for --extractor butd (snap/detector, 262 MB)",
 }
 
 
@@ -126,6 +129,14 @@ SOURCES: tuple[Source, ...] = (
     _features("features-nlvr2", "nlvr2_imgfeat", "train_obj36", "21 GB"),
     _features("features-nlvr2", "nlvr2_imgfeat", "valid_obj36", "1.6 GB"),
     _features("features-nlvr2", "nlvr2_imgfeat", "test_obj36", "1.6 GB"),
+    Source(
+        name="detector/frcnn-vg-finetuned",
+        group="butd-detector",
+        path="unc-nlp/frcnn-vg-finetuned/resolve/main/pytorch_model.bin",
+        dest="snap/detector/pytorch_model.bin",
+        base=HF_BASE,
+        approx_size="262 MB",
+    ),
 )
 
 

@@ -161,6 +161,7 @@ Result = tuple[Regions | None, tuple[int, int], str | None]  # regions, (height,
 
 _worker_extractor: RegionExtractor | None = None
 _worker_max_side: int | None = None
+_worker_error: str | None = None
 
 
 def _import_plugins(plugins: Sequence[str]) -> None:
@@ -175,10 +176,13 @@ def _build(extractor: str | RegionExtractor, options: dict[str, Any]) -> RegionE
 def _init_worker(
     extractor: str | RegionExtractor, options: dict[str, Any], plugins: Sequence[str], max_side: int | None
 ) -> None:
-    global _worker_extractor, _worker_max_side
-    _import_plugins(plugins)
-    _worker_extractor = _build(extractor, options)
+    global _worker_extractor, _worker_max_side, _worker_error
     _worker_max_side = max_side
+    try:
+        _import_plugins(plugins)
+        _worker_extractor = _build(extractor, options)
+    except Exception as err:  # raised from the first task: a failing initializer would be restarted forever
+        _worker_error = f"worker process could not build extractor {extractor!r}: {type(err).__name__}: {err}"
 
 
 def to_original_pixels(regions: Regions, loaded: tuple[int, int], original: tuple[int, int]) -> Regions:
@@ -207,6 +211,8 @@ def _run_one(extractor: RegionExtractor, path: Path, max_side: int | None = None
 
 
 def _worker_run(path: Path) -> Result:
+    if _worker_error is not None:
+        raise RuntimeError(_worker_error)
     assert _worker_extractor is not None, "worker used before _init_worker"
     return _run_one(_worker_extractor, path, _worker_max_side)
 
@@ -218,6 +224,7 @@ def _results(
     workers: int,
     plugins: Sequence[str],
     max_side: int | None = None,
+    start_method: str | None = None,
 ) -> Iterator[Result]:
     """Per-image results in input order, from this process or a pool of ``workers`` processes."""
     if workers <= 1:
@@ -226,7 +233,7 @@ def _results(
             yield _run_one(built, path, max_side)
         return
     chunk = max(1, min(64, len(paths) // (workers * 8)))
-    ctx = multiprocessing.get_context()
+    ctx = multiprocessing.get_context(start_method)
     initargs = (extractor, options, tuple(plugins), max_side)
     with ctx.Pool(workers, initializer=_init_worker, initargs=initargs) as pool:
         yield from pool.imap(_worker_run, paths, chunksize=chunk)
@@ -266,7 +273,13 @@ def _worker_imports(plugins: Sequence[str], _worker_id: int) -> None:
 
 
 def _batched_results(
-    built: Any, paths: Sequence[Path], batch: int, workers: int, plugins: Sequence[str], max_side: int | None
+    built: Any,
+    paths: Sequence[Path],
+    batch: int,
+    workers: int,
+    plugins: Sequence[str],
+    max_side: int | None,
+    start_method: str | None = None,
 ) -> Iterator[Result]:
     """Per-image results in input order: workers decode and preprocess, ``built.run`` sees whole batches."""
     from torch.utils.data import DataLoader
@@ -278,6 +291,7 @@ def _batched_results(
         collate_fn=_as_list,
         worker_init_fn=functools.partial(_worker_imports, tuple(plugins)) if workers > 1 else None,
         prefetch_factor=2 if workers > 1 else None,
+        multiprocessing_context=multiprocessing.get_context(start_method) if workers > 1 else None,
     )
     for items in loader:
         good = [item for item in items if item[1] is not None]
@@ -375,6 +389,7 @@ def extract_folder(
     tsv: str | os.PathLike | None = None,
     max_side: int | None = DEFAULT_MAX_SIDE,
     restart: bool = False,
+    start_method: str | None = None,
 ) -> Path:
     """Extract region features of images into a feature store at ``out_dir``; returns its path.
 
@@ -386,6 +401,7 @@ def extract_folder(
     every image was processed; finished images are kept in ``<out_dir>.partial`` and a later call
     with the same settings continues from there (``restart`` starts over). ``tsv``: also write the
     regions as an obj36 TSV. ``batch``: images per forward pass of a batched extractor.
+    ``start_method``: how worker processes start (``fork``, ``spawn``, ...; default: the platform's).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
@@ -429,9 +445,10 @@ def extract_folder(
     start = time.perf_counter()
     todo_paths = [p for p, _ in todo]
     if is_batched(built):
-        results = _batched_results(built, todo_paths, batch, workers, plugins, max_side)
+        results = _batched_results(built, todo_paths, batch, workers, plugins, max_side, start_method)
     else:
-        results = _results(built if workers <= 1 else extractor, options, todo_paths, workers, plugins, max_side)
+        worker_extractor = built if workers <= 1 else extractor
+        results = _results(worker_extractor, options, todo_paths, workers, plugins, max_side, start_method)
 
     def checkpoint() -> None:
         if tsv_out is not None:
@@ -581,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     det.add_argument("--preset", choices=("lxmert", "hf-demo"), help="pre/post-processing (default lxmert)")
     det.add_argument("--device", help="cpu or cuda (default cpu)")
-    det.add_argument("--amp", choices=("none", "bf16"), help="bf16 autocast on an accelerator (default none)")
+    det.add_argument("--amp", choices=("none", "bf16"), help="bf16 autocast, for GPUs (or bf16 CPUs; default none)")
     det.add_argument("--min-boxes", type=_positive, help="fewest regions per image (default 36)")
     det.add_argument("--max-boxes", type=_positive, help="most regions per image (default 36; e.g. 10-100)")
     parser.add_argument("--dtype", choices=DTYPES, help="stored feature dtype (default float16, float32 with --tsv)")

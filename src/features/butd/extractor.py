@@ -56,7 +56,8 @@ class ButdExtractor:
 
     ``weights``: a ``pytorch_model.bin`` path or a state dict (default ``snap/detector/pytorch_model.bin``).
     ``preset``: ``lxmert`` or ``hf-demo`` (see :mod:`features.butd.presets`); ``short_side``/``max_side``
-    override its resize. ``device``: ``cpu`` or ``cuda``; ``amp``: ``bf16`` (accelerators) or ``none``.
+    override its resize, ``rpn_post_nms`` its proposal count (300). ``device``: ``cpu`` or ``cuda``;
+    ``amp``: ``bf16`` (accelerators) or ``none``.
     ``config``: a smaller architecture (tests). ``threads``: torch CPU threads (default: torch's).
     """
 
@@ -72,6 +73,7 @@ class ButdExtractor:
         max_boxes: int | None = None,
         short_side: int | None = None,
         max_side: int | None = None,
+        rpn_post_nms: int | None = None,
         roi_chunk: int = 60,
         config: DetectorConfig | None = None,
         threads: int | None = None,
@@ -84,7 +86,11 @@ class ButdExtractor:
         if threads is not None:
             torch.set_num_threads(int(threads))
         self.preset = get_preset(preset).with_options(
-            min_boxes=min_boxes, max_boxes=max_boxes, short_side=short_side, max_side=max_side
+            min_boxes=min_boxes,
+            max_boxes=max_boxes,
+            short_side=short_side,
+            max_side=max_side,
+            rpn_post_nms=rpn_post_nms,
         )
         self.amp = amp == "bf16"
         self.roi_chunk = int(roi_chunk)
@@ -105,7 +111,7 @@ class ButdExtractor:
     def preprocess(self, image: Image.Image) -> Prepared:
         return self.preprocessor(image)
 
-    def run(self, prepared: Sequence[Prepared], max_batch: int = 8) -> list[Regions]:
+    def run(self, prepared: Sequence[Prepared], max_batch: int = 64) -> list[Regions]:
         """Regions of preprocessed images, in order; images of one network size share a forward pass."""
         groups: dict[tuple[int, int], list[int]] = {}
         for i, p in enumerate(prepared):

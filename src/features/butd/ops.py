@@ -220,14 +220,14 @@ def roi_bins(
     return hstart, hend, wstart, wend
 
 
-def _shifted_max(t: torch.Tensor, dim: int, step: int) -> torch.Tensor:
-    """max(t[i], t[i + step]) along ``dim`` (t[i] itself where i + step runs off the end)."""
-    out = t.clone()
-    n = t.shape[dim]
-    if step < n:
-        head = out.narrow(dim, 0, n - step)
-        torch.maximum(head, t.narrow(dim, step, n - step), out=head)
-    return out
+def _shifted_max(src: torch.Tensor, dim: int, step: int, out: torch.Tensor) -> None:
+    """out[i] = max(src[i], src[i + step]) along ``dim`` (src[i] itself where i + step runs off the end)."""
+    n = src.shape[dim]
+    if step >= n:
+        out.copy_(src)
+        return
+    torch.maximum(src.narrow(dim, 0, n - step), src.narrow(dim, step, n - step), out=out.narrow(dim, 0, n - step))
+    out.narrow(dim, n - step, step).copy_(src.narrow(dim, n - step, step))
 
 
 def _pool_one_image(hwc: torch.Tensor, rois: torch.Tensor, size: int, scale: float) -> torch.Tensor:
@@ -244,17 +244,14 @@ def _pool_one_image(hwc: torch.Tensor, rois: torch.Tensor, size: int, scale: flo
     level_h = torch.floor(torch.log2(bin_h.to(torch.float32))).to(torch.int64)
     level_w = torch.floor(torch.log2(bin_w.to(torch.float32))).to(torch.int64)
     levels_h, levels_w = int(level_h.max()) + 1, int(level_w.max()) + 1
-    tables = []
-    rows = hwc
+    tables = torch.empty((levels_h, levels_w, height, width, channels), dtype=hwc.dtype, device=hwc.device)
+    tables[0, 0] = hwc
+    for a in range(1, levels_h):
+        _shifted_max(tables[a - 1, 0], 0, 2 ** (a - 1), tables[a, 0])
     for a in range(levels_h):
-        if a:
-            rows = _shifted_max(rows, 0, 2 ** (a - 1))
-        cells = rows
-        for b in range(levels_w):
-            if b:
-                cells = _shifted_max(cells, 1, 2 ** (b - 1))
-            tables.append(cells)
-    flat = torch.stack(tables).reshape(-1, channels)  # (levels_h * levels_w * H * W, C)
+        for b in range(1, levels_w):
+            _shifted_max(tables[a, b - 1], 1, 2 ** (b - 1), tables[a, b])
+    flat = tables.reshape(-1, channels)  # (levels_h * levels_w * H * W, C)
     table = (level_h[:, :, None] * levels_w + level_w[:, None, :]) * (height * width)  # (K, P, P)
     y_lo = hs.clamp(max=height - 1)
     y_hi = (he - 2**level_h).clamp(min=0, max=height - 1)

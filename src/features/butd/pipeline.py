@@ -160,14 +160,13 @@ def detect(
     with torch.inference_mode():
         with autocast:
             proposals, rois, feats = _proposals(model, batch, preset, device, timer)
+            with timer("roi_pool", device):
+                pooled = ops.roi_pool(feats, rois, cfg.pooler_resolution, 1.0 / cfg.stride)
+                pooled = pooled.contiguous(memory_format=torch.channels_last)
             region_feats = []
-            for start in range(0, len(rois), roi_chunk):
-                with timer("roi_pool", device):
-                    pooled = ops.roi_pool(
-                        feats, rois[start : start + roi_chunk], cfg.pooler_resolution, 1.0 / cfg.stride
-                    )
-                with timer("res5", device):
-                    region_feats.append(model.region_features(pooled.contiguous(memory_format=torch.channels_last)))
+            with timer("res5", device):
+                for start in range(0, len(rois), roi_chunk):
+                    region_feats.append(model.region_features(pooled[start : start + roi_chunk]))
             with timer("predictor", device):
                 region = torch.cat(region_feats) if region_feats else feats.new_zeros(0, cfg.feat_dim)
                 cls_logits, attr_logits, box_deltas = model.roi_heads.box_predictor(region)

@@ -1,0 +1,152 @@
+"""The butd extractor end to end on real photographs (scikit-image's samples) with random weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from features.butd.labels import attribute_names, object_names
+from features.butd.model import DetectorConfig
+from features.butd.weights import random_state_dict, save_random_weights
+from features.extract import extract_folder, main
+from features.extractors import create_extractor
+from features.store import FeatureStore
+from tasks.data_common import ImageFeatures
+
+skdata = pytest.importorskip("skimage.data")
+
+# The architecture at a small width: every code path of the full detector, a fraction of the work.
+SMALL = DetectorConfig(width=8, stem_channels=16, blocks=(1, 1, 2, 1), rpn_hidden=32)
+
+
+def photo(name: str, short: int | None = None) -> Image.Image:
+    image = Image.fromarray(getattr(skdata, name)())
+    if short is not None:
+        scale = short / min(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
+    return image
+
+
+@pytest.fixture(scope="module")
+def small_weights() -> dict[str, torch.Tensor]:
+    return random_state_dict(7, SMALL)
+
+
+def small_extractor(weights: dict, preset: str, **kw) -> object:
+    kw = {"short_side": 200, "max_side": 320, "rpn_post_nms": 100, **kw}
+    return create_extractor("butd", weights=weights, preset=preset, config=SMALL, **kw)
+
+
+def check_regions(regions, image: Image.Image, dim: int, count: int) -> None:
+    regions.check(image.width, image.height, dim)  # boxes inside the image, finite, shapes
+    assert len(regions.boxes) == count
+    assert np.isfinite(regions.features).all() and np.abs(regions.features).max() < 1e4
+    assert (regions.boxes[:, 2] > regions.boxes[:, 0]).all() and (regions.boxes[:, 3] > regions.boxes[:, 1]).all()
+    assert regions.objects_id.min() >= 0 and regions.objects_id.max() < 1600
+    assert regions.attrs_id.min() >= 0 and regions.attrs_id.max() < 400
+    assert ((regions.objects_conf > 0) & (regions.objects_conf <= 1)).all()
+    assert ((regions.attrs_conf > 0) & (regions.attrs_conf <= 1)).all()
+
+
+@pytest.mark.parametrize("preset", ["lxmert", "hf-demo"])
+def test_small_detector_on_photos_is_sane_and_deterministic(small_weights: dict, preset: str) -> None:
+    images = [photo("astronaut"), photo("coffee"), photo("astronaut")]
+    first = small_extractor(small_weights, preset)
+    batched = first.batch(images)  # the two astronauts share a forward pass
+    again = small_extractor(small_weights, preset).batch(images)
+    for image, regions, repeat in zip(images, batched, again):
+        check_regions(regions, image, SMALL.feat_dim, 36)
+        for name in ("boxes", "features", "objects_id", "objects_conf", "attrs_id", "attrs_conf"):
+            np.testing.assert_array_equal(getattr(repeat, name), getattr(regions, name))  # deterministic
+    alone = first(images[0])  # one image alone: the same up to float rounding of the batched convolutions
+    np.testing.assert_array_equal(alone.objects_id, batched[0].objects_id)
+    np.testing.assert_allclose(alone.boxes, batched[0].boxes, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(alone.features, batched[0].features, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(batched[0].features, batched[2].features)
+    assert not np.array_equal(batched[0].boxes, batched[1].boxes)
+
+
+def test_min_max_boxes_and_presets_differ(small_weights: dict) -> None:
+    image = photo("rocket")
+    some = small_extractor(small_weights, "lxmert", min_boxes=10, max_boxes=100)(image)
+    check_regions(some, image, SMALL.feat_dim, len(some.boxes))
+    assert 10 <= len(some.boxes) <= 100
+    lx = small_extractor(small_weights, "lxmert")(image)
+    hf = small_extractor(small_weights, "hf-demo")(image)
+    assert not np.allclose(lx.boxes, hf.boxes)
+    with pytest.raises(ValueError, match="min_boxes <= max_boxes"):
+        small_extractor(small_weights, "lxmert", min_boxes=50, max_boxes=20)
+    with pytest.raises(ValueError, match="unknown detector preset 'caffe'"):
+        small_extractor(small_weights, "caffe")
+
+
+def test_label_names_are_shipped() -> None:
+    objects, attrs = object_names(), attribute_names()
+    assert len(objects) == 1600 and len(attrs) == 400
+    assert objects[:3] == ("yolk", "goal", "bathroom") and attrs[0] == "gray"
+
+
+def test_missing_default_weights_name_the_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"bash run/download_data.bash butd-detector"):
+        create_extractor("butd")
+    photo("coffee", 64).save(tmp_path / "c.png")
+    assert main([str(tmp_path / "c.png"), str(tmp_path / "o.store"), "--extractor", "butd", "--quiet"]) == 2
+
+
+def test_folder_to_store_and_tsv_read_by_the_tasks(tmp_path: Path, small_weights: dict) -> None:
+    for name in ("astronaut", "coffee", "chelsea"):
+        photo(name, 120).save(tmp_path / f"{name}.jpg")
+    extractor = small_extractor(small_weights, "lxmert")
+    out = extract_folder(
+        tmp_path, tmp_path / "b.store", extractor, batch=2, workers=2, tsv=tmp_path / "b_obj36.tsv", dtype="float32",
+        progress=False,
+    )  # fmt: skip
+    store = FeatureStore(out)
+    assert store.ids == ["astronaut", "chelsea", "coffee"] and store.fixed_boxes == 36
+    assert store.labels == ["attrs_conf", "attrs_id", "objects_conf", "objects_id"]
+    direct = extractor(Image.open(tmp_path / "coffee.jpg"))
+    np.testing.assert_allclose(store.get("coffee").features, direct.features, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(store.get("coffee").attrs_id, direct.attrs_id)
+
+    # The tasks read it like a converted obj36 file: (B, 36, D) features and boxes in [0, 1].
+    feats = ImageFeatures.open({out: None})
+    f, b, mask = feats.gather(["coffee", "astronaut"])
+    assert f.shape == (2, 36, SMALL.feat_dim) and mask is None and b.min() >= 0 and b.max() <= 1
+    from lxrt.config import LXRTConfig
+    from tasks.models import QAModel
+
+    model = QAModel(LXRTConfig.tiny(visual_feat_dim=SMALL.feat_dim), num_answers=5).eval()
+    with torch.no_grad():
+        logits = model(torch.tensor([[101, 2054, 102]] * 2), torch.from_numpy(f), torch.from_numpy(b))
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+
+
+@pytest.mark.slow
+def test_full_size_detector_on_one_small_photo(tmp_path: Path) -> None:
+    """The released architecture (2048-d) through the command line, on one photo at short side 160."""
+    weights = save_random_weights(tmp_path / "pytorch_model.bin", seed=1)
+    (tmp_path / "img").mkdir()
+    photo("chelsea", 160).save(tmp_path / "img" / "cat.png")
+    args = [str(tmp_path / "img"), str(tmp_path / "c.store"), "--extractor", "butd", "--weights", str(weights)]
+    args += ["--option", "short_side=160", "--option", "max_side=240", "--option", "rpn_post_nms=30"]
+    args += ["--min-boxes", "10", "--max-boxes", "20"]
+    assert main([*args, "--quiet", "--workers", "0"]) == 0
+    regions = FeatureStore(tmp_path / "c.store").get("cat")
+    assert regions.features.shape[1] == 2048 and 10 <= len(regions.boxes) <= 20
+    assert np.isfinite(regions.features).all() and regions.boxes.min() >= 0 and regions.boxes.max() <= 1
+
+
+def test_bf16_autocast_path_runs(small_weights: dict) -> None:
+    """The accelerator setting (bf16 autocast) on the CPU: same contract, close to float32."""
+    image = photo("coffee", 120)
+    small = {"short_side": 120, "max_side": 200, "rpn_post_nms": 60}
+    half = small_extractor(small_weights, "hf-demo", amp="bf16", **small)(image)
+    check_regions(half, image, SMALL.feat_dim, 36)
+    full = small_extractor(small_weights, "hf-demo", **small)(image)
+    top = np.abs(full.features).max()
+    assert np.abs(half.features.mean(0) - full.features.mean(0)).max() < 0.1 * top

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from features.butd.labels import attribute_names, object_names
-from features.butd.model import DetectorConfig
+from features.butd.model import Detector, DetectorConfig
 from features.butd.weights import random_state_dict, save_random_weights
 from features.extract import extract_folder, main
 from features.extractors import create_extractor
@@ -150,3 +150,26 @@ def test_bf16_autocast_path_runs(small_weights: dict) -> None:
     full = small_extractor(small_weights, "hf-demo", **small)(image)
     top = np.abs(full.features).max()
     assert np.abs(half.features.mean(0) - full.features.mean(0)).max() < 0.1 * top
+
+
+def test_hf_demo_keeps_the_ports_arithmetic(small_weights: dict) -> None:
+    """hf-demo runs conv then BatchNorm on NCHW tensors like the HF port (so near-tied proposals rank
+    alike): its res4 map equals an unfolded model's bit for bit. Fast numerics (folded BatchNorm,
+    channels-last) change only the rounding."""
+    image = photo("chelsea", short=200)
+    plain = Detector(SMALL)
+    plain.load_state_dict(small_weights)
+    plain.eval()
+    maps = {}
+    for fast in (False, True):
+        ext = small_extractor(small_weights, "hf-demo", fast_numerics=fast)
+        ext.model.backbone.register_forward_hook(lambda m, args, out, fast=fast: maps.update({fast: (args[0], out)}))
+        ext(image)
+    x, out = maps[False]
+    assert x.is_contiguous()
+    with torch.inference_mode():
+        assert torch.equal(out, plain.backbone(x))
+    x_fast, out_fast = maps[True]
+    assert x_fast.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(out_fast, out)
+    assert torch.allclose(out_fast, out, rtol=1e-3, atol=1e-3)

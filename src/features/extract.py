@@ -601,6 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--amp", choices=("none", "bf16"), help="bf16 autocast, for GPUs (or bf16 CPUs; default none)")
     det.add_argument("--min-boxes", type=_positive, help="fewest regions per image (default 36)")
     det.add_argument("--max-boxes", type=_positive, help="most regions per image (default 36; e.g. 10-100)")
+    det.add_argument(
+        "--fast-numerics", dest="fast_numerics", action="store_true", default=None,
+        help="fold BatchNorm into the convolutions and run channels-last: 1.3-1.6x faster on a CPU, but rounding "
+        "differs from conv-then-BatchNorm, so a near-tied proposal can differ from another implementation's",
+    )
     parser.add_argument("--dtype", choices=DTYPES, help="stored feature dtype (default float16, float32 with --tsv)")
     parser.add_argument(
         "--workers",
@@ -640,7 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    names = ("grid", "patch", "objects", "threshold", "weights", "preset", "device", "amp", "min_boxes", "max_boxes")
+    names = ("grid", "patch", "objects", "threshold", "weights", "preset", "device", "amp", "min_boxes", "max_boxes",
+             "fast_numerics")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     options.update(dict(args.option))
     dtype = args.dtype or ("float32" if args.tsv else "float16")

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from features.butd.model import Detector, DetectorConfig
-from features.butd.pipeline import Detections, StageTimer, detect
+from features.butd.pipeline import Detections, StageTimer, detect, memory_format
 from features.butd.presets import Prepared, Preset, get_preset, preprocess
 from features.butd.weights import DEFAULT_WEIGHTS, DOWNLOAD_HINT, load_weights
 from features.extractors import Regions, to_rgb
@@ -58,6 +58,8 @@ class ButdExtractor:
     ``preset``: ``lxmert`` or ``hf-demo`` (see :mod:`features.butd.presets`); ``short_side``/``max_side``
     override its resize, ``rpn_post_nms`` its proposal count (300). ``device``: ``cpu`` or ``cuda``;
     ``amp``: ``bf16`` (accelerators) or ``none``.
+    ``fast_numerics``: override the preset's choice (folded BatchNorm and channels-last, or the HF port's
+    conv-then-BatchNorm in NCHW, see :class:`features.butd.presets.Preset`).
     ``config``: a smaller architecture (tests). ``threads``: torch CPU threads (default: torch's).
     """
 
@@ -74,6 +76,7 @@ class ButdExtractor:
         short_side: int | None = None,
         max_side: int | None = None,
         rpn_post_nms: int | None = None,
+        fast_numerics: bool | None = None,
         roi_chunk: int = 60,
         config: DetectorConfig | None = None,
         threads: int | None = None,
@@ -91,6 +94,7 @@ class ButdExtractor:
             short_side=short_side,
             max_side=max_side,
             rpn_post_nms=rpn_post_nms,
+            fast_numerics=fast_numerics,
         )
         self.amp = amp == "bf16"
         self.roi_chunk = int(roi_chunk)
@@ -99,8 +103,10 @@ class ButdExtractor:
             self.model.load_state_dict(dict(weights), strict=True)
         else:
             load_weights(self.model, resolve_weights(weights))
-        self.model.eval().fold_batchnorm()
-        self.model.to(self.device, memory_format=torch.channels_last)
+        self.model.eval()
+        if self.preset.fast_numerics:
+            self.model.fold_batchnorm()
+        self.model.to(self.device, memory_format=memory_format(self.preset))
         self.feat_dim = self.model.cfg.feat_dim
         self.preprocessor = Preprocessor(self.preset)
         self.timer = StageTimer()

@@ -141,6 +141,11 @@ def postprocess(
     )
 
 
+def memory_format(preset: Preset) -> torch.memory_format:
+    """Channels-last with the preset's fast numerics, else NCHW."""
+    return torch.channels_last if preset.fast_numerics else torch.contiguous_format
+
+
 def detect(
     model: Detector,
     batch: list[Prepared],
@@ -162,7 +167,7 @@ def detect(
             proposals, rois, feats = _proposals(model, batch, preset, device, timer)
             with timer("roi_pool", device):
                 pooled = ops.roi_pool(feats, rois, cfg.pooler_resolution, 1.0 / cfg.stride)
-                pooled = pooled.contiguous(memory_format=torch.channels_last)
+                pooled = pooled.contiguous(memory_format=memory_format(preset))
             region_feats = []
             with timer("res5", device):
                 for start in range(0, len(rois), roi_chunk):
@@ -190,7 +195,7 @@ def _proposals(
     """Backbone and RPN: proposals per image, all of them as (K, 5) rois, and the res4 map."""
     with timer("backbone", device):
         x = torch.stack([p.pixels for p in batch]).to(device, non_blocking=True)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=memory_format(preset))
         feats = model.backbone(x)
     with timer("rpn", device):
         logits, deltas = model.proposal_generator.rpn_head(feats)

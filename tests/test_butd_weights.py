@@ -12,7 +12,7 @@ import torch
 from features.butd.model import Detector, DetectorConfig
 from features.butd.weights import WeightsError, load_weights, random_state_dict, save_random_weights
 
-KEYS = Path(__file__).parent / "data" / "butd_keys.tsv"  # names/shapes/dtypes of the public checkpoint
+KEYS = Path(__file__).parent / "data" / "butd_keys.txt"  # names/shapes/dtypes of the public checkpoint
 SMALL = DetectorConfig(width=4, stem_channels=8, blocks=(1, 1, 2, 1), rpn_hidden=16, num_classes=20, num_attrs=6)
 
 

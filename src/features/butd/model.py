@@ -2,7 +2,7 @@
 Genome object and attribute predictors.
 
 The module tree is laid out so that ``state_dict()`` has exactly the keys and shapes of the public
-``pytorch_model.bin`` of that detector (640 entries, see ``tests/data/butd_keys.tsv``). The model only
+``pytorch_model.bin`` of that detector (640 entries, see ``tests/data/butd_keys.txt``). The model only
 computes tensors; proposal selection and box post-processing live in :mod:`features.butd.pipeline`.
 
 Frozen BatchNorm is folded into the convolution weights by :meth:`Detector.fold_batchnorm` (kept in

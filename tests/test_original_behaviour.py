@@ -240,3 +240,28 @@ def test_tasks_read_test_names_as_the_original():
     assert NLVR2Task(cfg).test_splits("hidden") == [("hidden", "hidden")]
     with pytest.raises(SplitNameError, match="accepted"):
         VQATask(cfg).test_splits("train")
+
+
+def test_a_test_run_needs_no_pretraining_answer_table(tmp_path: Path) -> None:
+    """``vqa_test.bash --load BEST`` on a data root without ``lxmert/all_ans.json``: only --loadLXMERTQA reads
+    it. Catches the pretraining table being read (and failing) for every VQA/GQA run that loads weights."""
+    import shutil
+
+    from lxrt import LXRTConfig, save_state_dict
+    from tasks.models import Classifier
+    from tasks.vqa import VQATask
+
+    repo_data = Path(__file__).resolve().parents[1] / "data"
+    (tmp_path / "data" / "vqa").mkdir(parents=True)
+    for name in ("trainval_ans2label.json", "trainval_label2ans.json"):
+        shutil.copy(repo_data / "vqa" / name, tmp_path / "data" / "vqa" / name)
+    config = LXRTConfig.tiny(visual_feat_dim=8)
+    task = VQATask(TrainConfig(task="vqa", data_root=str(tmp_path / "data"), load=str(tmp_path / "BEST"), model=config))
+    saved = Classifier(config, task.answers.num_answers)
+    save_state_dict(saved.state_dict(), tmp_path / "BEST.pth")
+    model = Classifier(config, task.answers.num_answers)
+    task.load_pretrained(model)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
+    with pytest.raises(FileNotFoundError, match="all_ans.json"):
+        task.cfg = task.cfg.replace(load_lxmert_qa=str(tmp_path / "BEST"))
+        task.load_pretrained(model)

@@ -17,7 +17,7 @@ workers or processes, and a re-run all see the same mismatches, masks and sample
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,11 @@ SPLIT_FEATURES: dict[str, str] = {
     "vgnococo": "vg_gqa_imgfeat/vg_gqa_obj36.tsv",
 }
 """Feature TSV (relative to the data root) of each pretraining split, as in the original."""
+
+
+def feature_files(splits: Sequence[str], root: Path, topk: int | None) -> dict[Path, int | None]:
+    """TSV path -> lines to load for these pretraining splits (unknown names have none)."""
+    return {Path(root) / SPLIT_FEATURES[s]: topk for s in splits if s in SPLIT_FEATURES}
 
 TINY_IMAGES = 500  # --tiny: first lines of each TSV
 FAST_IMAGES = 5000  # --fast

@@ -110,9 +110,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     if not args.print_config:
+        from pretrain.data import feature_files
         from tasks.preflight import preflight
 
-        preflight(cfg.task, cfg, multi_gpu=args.multiGPU)
+        preflight(cfg.task, cfg, multi_gpu=args.multiGPU, feature_files=feature_files)
     task = PretrainTask(cfg, options)
     if args.print_config:
         cli.print_config_and_exit(cfg, task.options_dict())

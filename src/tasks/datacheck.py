@@ -3,7 +3,7 @@ the ``bash run/download_data.bash`` command that fetches it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from datatools import sources as manifest
@@ -18,25 +18,8 @@ class MissingDataError(FileNotFoundError):
         return str(self.args[0])
 
 
-def feature_files(task: str, split: str, root: Path) -> list[Path]:
-    """The feature TSVs ``split`` of ``task`` reads (as the datasets do)."""
-    if task == "vqa":
-        from tasks.vqa_data import vqa_feature_files
-
-        return list(vqa_feature_files([split], root, None))
-    if task == "gqa":
-        from tasks.gqa_data import gqa_feature_files
-
-        return list(gqa_feature_files([split], root, None))
-    if task == "nlvr2":
-        from tasks.nlvr2_data import nlvr2_feature_files
-
-        return list(nlvr2_feature_files([split], root, None))
-    if task == "lxmert_pretrain":
-        from pretrain.data import SPLIT_FEATURES
-
-        return [root / SPLIT_FEATURES[split]] if split in SPLIT_FEATURES else []
-    return []
+FeatureFiles = Callable[[Sequence[str], Path, int | None], Mapping[Path, int | None]]
+"""A dataset's ``feature_files(splits, root, topk)``: the feature TSVs its splits read."""
 
 
 def split_file(task: str, split: str, root: Path) -> Path:
@@ -50,12 +33,16 @@ def _features_present(tsv: Path) -> bool:
     return any(tsv.parent.glob(f"{tsv.stem}.top*.store")) if tsv.parent.is_dir() else False
 
 
-def missing_files(task: str, splits: Iterable[str], root: str | Path) -> list[Path]:
-    """Question files and feature TSVs (or their stores) of ``splits`` that are absent, in order."""
+def missing_files(
+    task: str, splits: Iterable[str], root: str | Path, feature_files: FeatureFiles | None = None
+) -> list[Path]:
+    """Question files and feature TSVs (or their stores) of ``splits`` that are absent, in order;
+    ``feature_files``: the task dataset's own mapping from splits to TSVs (None: question files only)."""
     root = Path(root)
     missing: list[Path] = []
     for split in splits:
-        for path in (split_file(task, split, root), *feature_files(task, split, root)):
+        tsvs = feature_files([split], root, None) if feature_files is not None else {}
+        for path in (split_file(task, split, root), *tsvs):
             present = _features_present(path) if path.suffix == ".tsv" else path.is_file()
             if not present and path not in missing:
                 missing.append(path)
@@ -79,12 +66,12 @@ def download_groups(paths: Iterable[Path], root: Path) -> list[str]:
 
 
 def require_data(task: str, train: str, valid: str, test: str, root: str | Path,
-                 pretrained: Iterable[str] = ()) -> None:
+                 pretrained: Iterable[str] = (), feature_files: FeatureFiles | None = None) -> None:
     """Raise ``MissingDataError`` naming every missing file of the run's splits (and pretrained
     weights), the exact download command and ``--data-root``."""
     root = Path(root)
     splits = run_splits(task, train, valid, test)
-    missing = missing_files(task, splits, root)
+    missing = missing_files(task, splits, root, feature_files)
     groups = download_groups(missing, root)
     for ckpt in pretrained:
         if ckpt and not any(Path(ckpt + s).is_file() for s in ("", ".pth", "_LXRT.pth")):

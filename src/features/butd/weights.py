@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from features.butd.model import Bottleneck, ConvBN, Detector, DetectorConfig, cell_anchors
+from lxrt.checkpoint import CheckpointError, torch_load
 from lxrt.fileio import atomic_write
 
 DEFAULT_WEIGHTS = Path("snap/detector/pytorch_model.bin")
@@ -28,37 +29,15 @@ class WeightsError(ValueError):
     """A weights file that cannot be loaded strictly into the detector; the message names the file."""
 
 
-def _what_is_it(path: Path) -> str:
-    """A short guess at what a file that is not a torch checkpoint is."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(512)
-    except OSError:
-        return ""
-    text = head.lstrip().lower()
-    if text.startswith((b"<!doctype html", b"<html")):
-        return " It is an HTML page, not a checkpoint: was the download redirected?"
-    if text.startswith(b"version https://git-lfs"):
-        return " It is a Git LFS pointer, not the file itself: fetch the real file."
-    if text.startswith((b"{", b"[")):
-        return " It is a JSON/text file, not a checkpoint."
-    if not head:
-        return " It is empty."
-    return ""
-
-
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a ``pytorch_model.bin`` (loaded with ``weights_only=True``); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such detector weights file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle/zip errors come in many types
-        reason = str(err).split("\n")[0][:200]
-        raise WeightsError(
-            f"{path}: not a readable PyTorch state dict ({type(err).__name__}: {reason}).{_what_is_it(path)}"
-        ) from None
+    try:  # the shared loader names web pages, LFS pointers, JSON, empty or truncated files
+        obj = torch_load(path, expected="the detector's pytorch_model.bin")
+    except CheckpointError as err:
+        raise WeightsError(f"{path}: not a readable PyTorch state dict: {err}") from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -37,7 +37,6 @@ def _number(kind: type, lo: float | None, hi: float | None, lo_open: bool = Fals
 
 positive_int = _number(int, 1, None, what="an integer >= 1")
 non_negative_int = _number(int, 0, None, what="an integer >= 0")
-positive_float = _number(float, 0, None, lo_open=True, what="a number > 0")
 non_negative_float = _number(float, 0, None, what="a number >= 0")
 fraction = _number(float, 0, 1, what="a number between 0 and 1")
 warmup_fraction = _number(float, 0, 1, hi_open=True, what="a fraction in [0, 1)")

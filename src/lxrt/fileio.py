@@ -1,4 +1,8 @@
-"""Atomic file writes: a crash at any point leaves the previous file untouched."""
+"""File safety shared by every package: atomic writes, directory fsync, and what a file holds.
+
+The ground floor of the project: it imports nothing of it, so any package (and a fork that vendors
+``lxrt`` alone) can use it.
+"""
 
 from __future__ import annotations
 
@@ -64,12 +68,22 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
             raise DiskFullError(errno.ENOSPC, f"no space left on {path.parent} while writing {path.name}; {before}. "
                                 "Free some space and run again") from err
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 ``text`` atomically (``atomic_write``), newlines as given."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline=""))
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename or a new file in folder ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from datatools.synthetic import SyntheticConfig, generate  # noqa: E402
+from tasks.synthetic import SyntheticConfig, generate  # noqa: E402
 from engine import recipes  # noqa: E402
 from engine.loop import STEPS_FILE, autocast_dtype, run  # noqa: E402
 from engine.optim import BertAdam, clip_grad_norm  # noqa: E402

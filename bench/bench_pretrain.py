@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from datatools.synthetic import SyntheticConfig, generate  # noqa: E402
+from tasks.synthetic import SyntheticConfig, generate  # noqa: E402
 from engine import recipes  # noqa: E402
 from engine.flops import device_peak_flops  # noqa: E402
 from engine.loop import STEPS_FILE, run  # noqa: E402

@@ -41,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from datatools.synthetic import SyntheticConfig, generate  # noqa: E402
+from tasks.synthetic import SyntheticConfig, generate  # noqa: E402
 from engine import recipes  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 from engine.flops import device_peak_flops, train_flops  # noqa: E402

@@ -4,5 +4,6 @@ set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
 bash run/setup.bash --dev
-.venv/bin/ruff check src tests bench
+.venv/bin/ruff check src tests bench tools
+PYTHONPATH=src:. .venv/bin/lint-imports --no-cache  # the import rules of pyproject.toml (docs/architecture.md)
 exec .venv/bin/python -m pytest "$@"

@@ -20,8 +20,8 @@ from engine.config import TrainConfig
 from lxrt import CheckpointError, LXMERTForPretraining, LXRTConfig, read_state_dict
 from lxrt.bert_init import resolve_bert
 from pretrain.task import PretrainTask
-from tasks.finetune import init_language_from_bert
 from tasks.models import Classifier
+from tasks.weights import init_language_from_bert
 
 CONFIG = LXRTConfig.tiny(llayers=2, num_qa_labels=5, vocab_size=120)
 

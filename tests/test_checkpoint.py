@@ -12,7 +12,7 @@ from lxrt import (
     CheckpointShapeError,
     LXMERTForPretraining,
     LXRTConfig,
-    LXRTEncoder,
+    TaskEncoder,
     load_encoder,
     load_state,
     read_state_dict,
@@ -82,7 +82,7 @@ def test_pretraining_keys_and_shapes_are_the_originals():
 
 
 def test_encoder_wrapper_keys_match_fine_tuned_snapshots():
-    keys = set(LXRTEncoder(TINY).state_dict())
+    keys = set(TaskEncoder(TINY).state_dict())
     expected = {"lxrt_encoder.model." + k[len(""):] for k in original_pretraining_keys(1, 1, 1)
                 if k.startswith("bert.")}
     assert {"lxrt_encoder." + k for k in keys} == expected
@@ -109,7 +109,7 @@ def test_dataparallel_prefix_and_lxrt_suffix(tmp_path: Path):
     state = {"module." + k: v for k, v in model.state_dict().items()}
     torch.save(state, tmp_path / "model_LXRT.pth")
     assert resolve_checkpoint(tmp_path / "model") == tmp_path / "model_LXRT.pth"
-    encoder = LXRTEncoder(TINY)
+    encoder = TaskEncoder(TINY)
     report = load_encoder(encoder.bert, tmp_path / "model")
     assert not report.missing and not report.unexpected
     torch.testing.assert_close(encoder.bert.pooler.dense.weight, model.bert.pooler.dense.weight)

@@ -22,12 +22,13 @@ from engine.optim import BertAdam as EngineBertAdam
 from features.store import open_store, store_path_for
 from features.tsv import RegionRecord, iter_tsv, write_tsv
 from lxrt import LXMERTForPretraining, LXRTConfig, load_state, read_state_dict, save_state_dict
-from lxrt import LXRTEncoder as NativeEncoder
+from lxrt import TaskEncoder as NativeEncoder
 from lxrt.entry import LXRTEncoder, convert_sents_to_features, set_visual_config
 from lxrt.modeling import VISUAL_CONFIG, BertConfig, BertLayerNorm, GeLU, LXRTPretraining
 from lxrt.optimization import BertAdam
 from lxrt.qa_answer_table import AnswerTable, load_lxmert_qa
-from lxrt.tokenization import BertTokenizer, LXRTTokenizer
+from lxrt.tokenization import BertTokenizer
+from lxrt.tokenizer import LXRTTokenizer
 from lxrt.utils import load_obj_tsv, pixel_boxes
 from pretrain import losses as native_losses
 from tasks.models import Classifier
@@ -444,7 +445,7 @@ def test_from_pretrained_loads_bert_weights(workdir: Path):
 
 
 def test_load_lxmert_qa_matches_the_native_loader(workdir: Path):
-    from tasks.finetune import load_lxmert_qa as native_load_qa
+    from tasks.weights import load_lxmert_qa as native_load_qa
 
     repo_data = Path(__file__).resolve().parents[1] / "data"
     label2ans = json.loads((repo_data / "vqa" / "trainval_label2ans.json").read_text())[:30]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datatools.synthetic import SyntheticConfig, generate
+from tasks.synthetic import SyntheticConfig, generate
 from lxrt import LXMERTForPretraining, LXRTConfig, read_state_dict, save_state_dict
 
 REPO = Path(__file__).resolve().parents[1]

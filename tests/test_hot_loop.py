@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from datatools.synthetic import SyntheticConfig, generate
+from tasks.synthetic import SyntheticConfig, generate
 from engine import recipes
 from engine.device_features import DeviceFeatures, move_features_to_device
 from engine.loop import STEPS_FILE, Trainer, run

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from features.tsv import RegionRecord, write_tsv
-from lxrt.tokenization import LXRTTokenizer
+from lxrt.tokenizer import LXRTTokenizer
 from pretrain.data import (
     TARGET_KEYS,
     CorpusError,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datatools.synthetic import SyntheticConfig, generate
+from tasks.synthetic import SyntheticConfig, generate
 from engine import recipes
 from engine.config import TrainConfig
 from engine.state import seed_everything

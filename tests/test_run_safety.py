@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datatools.synthetic import SyntheticConfig, generate
+from tasks.synthetic import SyntheticConfig, generate
 from lxrt import LXRTConfig
 from tasks import gqa, nlvr2, vqa
 

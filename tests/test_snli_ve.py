@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from datatools.synthetic import SyntheticConfig, generate
+from tasks.synthetic import SyntheticConfig, generate
 from engine import recipes
 from engine.loop import run
 from lxrt import LXRTConfig
-from lxrt.tokenization import LXRTTokenizer
+from lxrt.tokenizer import LXRTTokenizer
 from tasks import nlvr2, snli_ve
 from tasks.answers import DataFormatError
 from tasks.snli_ve import LABELS, SNLIVEDataset, SNLIVETask, write_snli_ve_predictions

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from datatools.synthetic import COLORS, SHAPES, SyntheticConfig, generate, main, output_files
+from tasks.synthetic import COLORS, SHAPES, SyntheticConfig, generate, main, output_files
 from features.tsv import iter_tsv
-from lxrt.tokenization import LXRTTokenizer
+from lxrt.tokenizer import LXRTTokenizer
 from tasks.answers import AnswerTable, PretrainAnswerTable, convert_ans
 from tasks.gqa_data import GQADataset
 from tasks.nlvr2_data import NLVR2Dataset
@@ -201,7 +201,7 @@ def test_command_line(tmp_path: Path, capsys) -> None:
 
 def test_a_registered_task_changes_no_other_files(tmp_path: Path) -> None:
     """Each registered task draws from a stream of its own: adding one leaves every other file as it was."""
-    from datatools import synthetic
+    from tasks import synthetic
 
     small = SyntheticConfig(**{**SMALL.__dict__, "task_images": 8})
     generate(tmp_path / "a", small, progress=False)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from datatools.synthetic import SyntheticConfig, generate
+from tasks.synthetic import SyntheticConfig, generate
 from features.store import open_store
-from lxrt.tokenization import LXRTTokenizer
+from lxrt.tokenizer import LXRTTokenizer
 from tasks.answers import AnswerTable, DataFormatError, PretrainAnswerTable, convert_ans, load_json
 from tasks.data_common import ImageFeatures, MissingFeaturesError, QACollator, parse_splits, subset_topk
 from tasks.gqa_data import GQADataset, gqa_feature_files

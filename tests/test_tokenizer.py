@@ -1,4 +1,6 @@
-"""Parity of LXRTTokenizer with the pure-Python BERT tokenizer shipped in transformers (slow classes)."""
+"""Parity of LXRTTokenizer with the pure-Python BERT tokenizer shipped in transformers (slow classes),
+for both of its backends: the Rust ``tokenizers`` pipeline and the plain-Python fallback that a copy of
+``lxrt`` without ``tokenizers`` runs."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import random
 import pytest
 import torch
 
-from lxrt.tokenization import DEFAULT_VOCAB_PATH, LXRTTokenizer, VocabError, basic_words, load_vocab
+from lxrt.tokenizer import DEFAULT_VOCAB_PATH, LXRTTokenizer, VocabError, basic_words, load_vocab
 
 
 def _legacy():
@@ -69,9 +71,9 @@ CORPUS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tok() -> LXRTTokenizer:
-    return LXRTTokenizer()
+@pytest.fixture(scope="module", params=["rust", "python"])
+def tok(request) -> LXRTTokenizer:
+    return LXRTTokenizer(backend=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -195,10 +197,11 @@ def test_bad_inputs(tok: LXRTTokenizer, tmp_path) -> None:
         load_vocab(nospecial)
 
 
-def test_custom_small_vocab(tmp_path) -> None:
+@pytest.mark.parametrize("backend", ["rust", "python"])
+def test_custom_small_vocab(tmp_path, backend: str) -> None:
     path = tmp_path / "vocab.txt"
     path.write_text("\n".join([*SPECIALS, "red", "cube", "##s", "?"]) + "\n")
-    small = LXRTTokenizer(path, max_length=6)
+    small = LXRTTokenizer(path, max_length=6, backend=backend)
     assert small.vocab_size == 9 and small.cls_id == 3 and small.pad_id == 2
     assert small.tokenize("Red cubes? blue") == ["red", "cube", "##s", "?", "[UNK]"]
     assert small(["red cubes?"]).input_ids.tolist() == [[3, 5, 6, 7, 8, 1]]
@@ -210,3 +213,11 @@ def test_pickle_rebuilds_from_vocab_file(tok: LXRTTokenizer) -> None:
     copy = pickle.loads(data)
     texts = ["What color is the cat?", "naïve [MASK] ΟΔΟΣ"]
     assert torch.equal(copy(texts).input_ids, tok(texts).input_ids)
+
+
+def test_backend_choice() -> None:
+    """``auto`` takes Rust when ``tokenizers`` imports; an unknown backend is refused by name."""
+    assert LXRTTokenizer().backend == "rust"
+    assert pickle.loads(pickle.dumps(LXRTTokenizer(backend="python"))).backend == "python"
+    with pytest.raises(ValueError, match="backend"):
+        LXRTTokenizer(backend="fast")

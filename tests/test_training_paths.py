@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datatools.synthetic import SyntheticConfig, generate
+from tasks.synthetic import SyntheticConfig, generate
 from engine import recipes
 from engine.loop import STEPS_FILE, run
 from engine.state import RESUME_FILE, load_training_state, save_training_state

@@ -36,7 +36,7 @@ from engine.config import TrainConfig
 from features.extractors import RegionExtractor, Regions, available_extractors
 from features.store import normalize_boxes
 from lxrt import CheckpointError, load_state
-from lxrt.tokenization import LXRTTokenizer
+from lxrt.tokenizer import LXRTTokenizer
 from tasks.answers import AnswerTable, DataFormatError
 from tasks.models import Classifier, NLVR2Model
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from lxrt.modeling import LXRTModel
+from lxrt.encoder import LXRTModel
 
 
 class CrossAttentionProbe:

@@ -31,11 +31,11 @@ from engine.config import TrainConfig
 from lxrt import LXRTConfig
 from tasks.answers import DataFormatError, convert_ans
 from tasks.data_common import ImageFeatures, TaskDataset
-from tasks.finetune import load_initial_weights
 from tasks.metrics import soft_score_accuracy
 from tasks.qa_task import QATask, pretrain_answers
 from tasks.submission import write_vqa_submission
 from tasks.vqa_data import VQADataset
+from tasks.weights import load_initial_weights
 
 TASK = "easy_vqa"
 MANIFEST = "manifest.json"

@@ -2,7 +2,7 @@
 
 Public API::
 
-    from lxrt import LXRTConfig, LXRTModel, LXRTEncoder, LXMERTForPretraining, answer_mlp
+    from lxrt import LXRTConfig, LXRTModel, TaskEncoder, LXMERTForPretraining, answer_mlp
     from lxrt import LXRTTokenizer
     from lxrt import read_state_dict, load_state, load_encoder, save_state_dict, load_bert_weights
     from lxrt import to_hf_state_dict, from_hf_state_dict
@@ -23,22 +23,24 @@ from .checkpoint import (
     save_state_dict,
 )
 from .config import LXRTConfig
+from .encoder import LXRTModel, LXRTOutput, init_bert_weights
 from .heads import VISUAL_LOSSES, answer_mlp
 from .hf import config_from_hf, from_hf_state_dict, hf_config, to_hf_state_dict
-from .modeling import LXRTModel, LXRTOutput, init_bert_weights
-from .models import LXMERTForPretraining, LXRTEncoder, PretrainingOutput
+from .models import LXMERTForPretraining, PretrainingOutput, TaskEncoder
 
 __all__ = [
-    "VISUAL_LOSSES",
     "CheckpointError",
     "CheckpointShapeError",
     "LXMERTForPretraining",
     "LXRTConfig",
-    "LXRTEncoder",
     "LXRTModel",
     "LXRTOutput",
+    "LXRTTokenizer",
     "LoadReport",
     "PretrainingOutput",
+    "TaskEncoder",
+    "TokenizedBatch",
+    "VISUAL_LOSSES",
     "answer_mlp",
     "atomic_write",
     "config_from_hf",

@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, load_state, read_state_dict, save_state_dict
-from .compat import VISUAL_CONFIG, LXRTFeatureExtraction
+from .modeling import VISUAL_CONFIG, LXRTFeatureExtraction
 from .tokenization import BertTokenizer
 
 __all__ = ["InputFeatures", "LXRTEncoder", "convert_sents_to_features", "set_visual_config"]

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import LXRTConfig
-from .modeling import GeLU
+from .encoder import GeLU
 
 VISUAL_LOSSES = ("obj", "attr", "feat")
 

@@ -1,384 +1,34 @@
-"""The LXMERT encoder: language, object-relationship and cross-modality transformers.
+"""The original code's ``lxrt.modeling``, as a thin layer over this package's encoder and heads.
 
-Module and parameter names follow the original code so that its checkpoints load key for key
-(``bert.embeddings.*``, ``bert.encoder.layer.{i}``, ``r_layers``, ``x_layers``, ``visn_fc``,
-``visual_attention.att``, ``bert.pooler``). The numerics are the original's: post-LayerNorm
-blocks with eps 1e-12, exact (erf) GeLU, additive -10000 attention masks, and one cross-attention
-sub-layer shared by both directions. Attention runs through ``scaled_dot_product_attention`` so
-fused kernels apply on GPU.
+``from lxrt.modeling import LXRTPretraining, VISUAL_CONFIG, BertConfig, GeLU, BertLayerNorm`` works
+as in the original. The classes build the same modules as the native ``lxrt.encoder.LXRTModel`` /
+``lxrt.models.LXMERTForPretraining`` (same state-dict keys); only the constructor arguments, the
+forward signatures and return values are the original's. Layer counts and visual sizes come from
+the module-level ``VISUAL_CONFIG`` (set by ``lxrt.entry.set_visual_config(args)``), text sizes from a
+``BertConfig``, exactly as in the original. New code uses the native classes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import bert_init
+from .checkpoint import CheckpointError, CheckpointShapeError, read_state_dict
 from .config import LXRTConfig
-
-MASK_VALUE = -10000.0
-"""Additive score for masked keys, as in the original (safe in fp16 and bf16)."""
-
-
-class GeLU(nn.Module):
-    """Exact GeLU, x * Phi(x), as one fused kernel (the original's erf formula, unfused)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(x)
-
-
-def extended_mask(mask: Tensor | None) -> Tensor | None:
-    """(B, L) 1/0 mask -> (B, 1, 1, L) additive mask of 0 / -10000 in float32."""
-    if mask is None:
-        return None
-    return (1.0 - mask[:, None, None, :].to(torch.float32)) * MASK_VALUE
-
-
-class BertEmbeddings(nn.Module):
-    """Word + position + token-type embeddings, LayerNorm, dropout (padding_idx 0 on all three)."""
-
-    def __init__(self, config: LXRTConfig) -> None:
-        super().__init__()
-        h = config.hidden_size
-        self.word_embeddings = nn.Embedding(config.vocab_size, h, padding_idx=0)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, h, padding_idx=0)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h, padding_idx=0)
-        self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        seq_len = input_ids.shape[1]
-        if seq_len > self.position_embeddings.num_embeddings:
-            raise ValueError(
-                f"sequence length {seq_len} exceeds max_position_embeddings "
-                f"{self.position_embeddings.num_embeddings}"
-            )
-        positions = torch.arange(seq_len, device=input_ids.device)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = (
-            self.word_embeddings(input_ids)
-            + self.position_embeddings(positions)[None]
-            + self.token_type_embeddings(token_type_ids)
-        )
-        return self.dropout(self.LayerNorm(x))
-
-
-class BertAttention(nn.Module):
-    """Multi-head attention: queries from ``hidden``, keys and values from ``context``.
-
-    No output projection here: the following ``BertAttOutput`` holds it, as in the original.
-    The parameters stay three ``nn.Linear`` (the checkpoints' ``query``/``key``/``value``), but
-    projections of the same rows run as one matrix multiply over the concatenated weights.
-    """
-
-    def __init__(self, config: LXRTConfig) -> None:
-        super().__init__()
-        h = config.hidden_size
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.head_dim
-        self.query = nn.Linear(h, h)
-        self.key = nn.Linear(h, h)
-        self.value = nn.Linear(h, h)
-        self.dropout_p = config.attention_probs_dropout_prob
-
-    def _heads(self, x: Tensor) -> Tensor:
-        b, n, _ = x.shape
-        return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
-
-    def _project(self, x: Tensor, parts: tuple[nn.Linear, ...]) -> tuple[Tensor, ...]:
-        """``x`` through several of the projections at once, split back per projection."""
-        if len(parts) == 1:
-            return (parts[0](x),)
-        weight = torch.cat([p.weight for p in parts])
-        bias = torch.cat([p.bias for p in parts])
-        return F.linear(x, weight, bias).chunk(len(parts), dim=-1)
-
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """Scaled dot-product attention of projected (B, n, H) tensors; heads merged back."""
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        if mask is not None:
-            mask = mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
-        )
-        b, _, n, _ = out.shape
-        return out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
-
-    def forward(self, hidden: Tensor, context: Tensor, mask: Tensor | None = None) -> Tensor:
-        if hidden is context:
-            q, k, v = self._project(hidden, (self.query, self.key, self.value))
-        else:
-            (q,) = self._project(hidden, (self.query,))
-            k, v = self._project(context, (self.key, self.value))
-        return self.attend(q, k, v, mask)
-
-    def both_ways(
-        self, a: Tensor, a_mask: Tensor | None, b: Tensor, b_mask: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        """``forward(a, b, b_mask)`` and ``forward(b, a, a_mask)`` with one projection multiply."""
-        n = a.shape[1]
-        q, k, v = self._project(torch.cat([a, b], dim=1), (self.query, self.key, self.value))
-        a_out = self.attend(q[:, :n], k[:, n:], v[:, n:], b_mask)
-        b_out = self.attend(q[:, n:], k[:, :n], v[:, :n], a_mask)
-        return a_out, b_out
-
-
-class BertAttOutput(nn.Module):
-    """Projection, dropout, residual, LayerNorm after an attention block."""
-
-    def __init__(self, config: LXRTConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
-
-
-class BertSelfattLayer(nn.Module):
-    """Self-attention sub-layer (attention ``self`` + ``output``)."""
-
-    def __init__(self, config: LXRTConfig) -> None:
-        super().__init__()
-        self.self = BertAttention(config)
-        self.output = BertAttOutput(config)
-
-    def forward(self, x: Tensor, mask: Tensor | None, query: Tensor | None = None) -> Tensor:
-        """Attend over ``x``; ``query`` (default ``x``) selects the rows that are computed."""
-        q = x if query is None else query
-        return self.output(self.self(q, x, mask), q)
-
-
-class BertCrossattLayer(nn.Module):
-    """Cross-attention sub-layer (attention ``att`` + ``output``)."""
-
-    def __init__(self, config: LXRTConfig) -> None:
-        super().__init__()
-        self.att = BertAttention(config)
-        self.output = BertAttOutput(config)
-
-    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor | None) -> Tensor:
-        return self.output(self.att(x, context, context_mask), x)
-
-    def both_ways(
-        self, a: Tensor, a_mask: Tensor | None, b: Tensor, b_mask: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        """``(forward(a, b, b_mask), forward(b, a, a_mask))``: the shared weights let both
-        directions run their projections and output layer as single multiplies."""
-        n = a.shape[1]
-        a_att, b_att = self.att.both_ways(a, a_mask, b, b_mask)
-        out = self.output(torch.cat([a_att, b_att], dim=1), torch.cat([a, b], dim=1))
-        return out[:, :n], out[:, n:]
-
-
-class BertIntermediate(nn.Module):
-    def __init__(self, config: LXRTConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.act = GeLU()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.dense(x))
-
-
-class BertOutput(nn.Module):
-    def __init__(self, config: LXRTConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
-
-
-class BertLayer(nn.Module):
-    """Transformer layer (self-attention, feed-forward) for the language and relationship stacks."""
-
-    def __init__(self, config: LXRTConfig) -> None:
-        super().__init__()
-        self.attention = BertSelfattLayer(config)
-        self.intermediate = BertIntermediate(config)
-        self.output = BertOutput(config)
-
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        x = self.attention(x, mask)
-        return self.output(self.intermediate(x), x)
-
-
-class LXRTXLayer(nn.Module):
-    """Cross-modality layer: shared cross-attention both ways, then self-attention, then FFN."""
-
-    def __init__(self, config: LXRTConfig) -> None:
-        super().__init__()
-        # One module serves both directions; the name is the original's.
-        self.visual_attention = BertCrossattLayer(config)
-        self.lang_self_att = BertSelfattLayer(config)
-        self.visn_self_att = BertSelfattLayer(config)
-        self.lang_inter = BertIntermediate(config)
-        self.lang_output = BertOutput(config)
-        self.visn_inter = BertIntermediate(config)
-        self.visn_output = BertOutput(config)
-
-    def forward(
-        self,
-        lang: Tensor,
-        lang_mask: Tensor | None,
-        visn: Tensor,
-        visn_mask: Tensor | None,
-        cls_only: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Both streams, or with ``cls_only`` only the language [CLS] row, shape (B, 1, H).
-
-        With ``cls_only`` every language row still attends to vision (the self-attention needs
-        them as keys), but the vision branch and the other rows' projections and FFN are skipped.
-        """
-        if cls_only:
-            lang_c = self.visual_attention(lang, visn, visn_mask)
-            cls = self.lang_self_att(lang_c, lang_mask, query=lang_c[:, :1])
-            return self.lang_output(self.lang_inter(cls), cls), None
-        # Both directions read the layer's inputs, not each other's outputs.
-        lang_c, visn_c = self.visual_attention.both_ways(lang, lang_mask, visn, visn_mask)
-        lang_s = self.lang_self_att(lang_c, lang_mask)
-        visn_s = self.visn_self_att(visn_c, visn_mask)
-        return (
-            self.lang_output(self.lang_inter(lang_s), lang_s),
-            self.visn_output(self.visn_inter(visn_s), visn_s),
-        )
-
-
-class VisualFeatEncoder(nn.Module):
-    """(LayerNorm(W_f feats) + LayerNorm(W_b boxes)) / 2, then dropout."""
-
-    def __init__(self, config: LXRTConfig) -> None:
-        super().__init__()
-        h = config.hidden_size
-        self.visn_fc = nn.Linear(config.visual_feat_dim, h)
-        self.visn_layer_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.box_fc = nn.Linear(config.visual_pos_dim, h)
-        self.box_layer_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, feats: Tensor, boxes: Tensor) -> Tensor:
-        x = self.visn_layer_norm(self.visn_fc(feats))
-        y = self.box_layer_norm(self.box_fc(boxes))
-        return self.dropout((x + y) / 2)
-
-
-class LXRTEncoderStack(nn.Module):
-    """Visual encoder, language layers, relationship layers and cross-modality layers."""
-
-    def __init__(self, config: LXRTConfig) -> None:
-        super().__init__()
-        self.visn_fc = VisualFeatEncoder(config)
-        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.llayers))
-        self.x_layers = nn.ModuleList(LXRTXLayer(config) for _ in range(config.xlayers))
-        self.r_layers = nn.ModuleList(BertLayer(config) for _ in range(config.rlayers))
-
-    def forward(
-        self,
-        lang: Tensor,
-        lang_mask: Tensor | None,
-        feats: Tensor,
-        boxes: Tensor,
-        visn_mask: Tensor | None,
-        cls_only: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        visn = self.visn_fc(feats, boxes)
-        for layer in self.layer:
-            lang = layer(lang, lang_mask)
-        for layer in self.r_layers:
-            visn = layer(visn, visn_mask)
-        last = len(self.x_layers) - 1
-        for i, layer in enumerate(self.x_layers):
-            lang, visn = layer(lang, lang_mask, visn, visn_mask, cls_only=cls_only and i == last)
-        return lang, visn
-
-
-class BertPooler(nn.Module):
-    """tanh(W h_[CLS]) on the language output."""
-
-    def __init__(self, config: LXRTConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.activation = nn.Tanh()
-
-    def forward(self, lang: Tensor) -> Tensor:
-        return self.activation(self.dense(lang[:, 0]))
-
-
-@dataclass
-class LXRTOutput:
-    """Encoder outputs. ``lang`` (B, L, H) or (B, 1, H) with ``pooled_only``; ``visn`` (B, N, H) or None."""
-
-    lang: Tensor
-    visn: Tensor | None
-    pooled: Tensor
-
-
-class LXRTModel(nn.Module):
-    """The LXMERT encoder with its pooler (keys ``embeddings.*``, ``encoder.*``, ``pooler.*``)."""
-
-    def __init__(self, config: LXRTConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.embeddings = BertEmbeddings(config)
-        self.encoder = LXRTEncoderStack(config)
-        self.pooler = BertPooler(config)
-
-    def forward(
-        self,
-        input_ids: Tensor,
-        feats: Tensor,
-        boxes: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        visual_mask: Tensor | None = None,
-        pooled_only: bool = False,
-    ) -> LXRTOutput:
-        """Encode B (sentence, image) pairs.
-
-        ``pooled_only`` skips the work no pooled-output head uses (the last cross layer's vision
-        branch and non-[CLS] language rows); ``pooled`` is unchanged, ``visn`` is None and ``lang``
-        holds only the [CLS] row.
-        """
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if self.config.xlayers == 0:
-            pooled_only = False
-        lang = self.embeddings(input_ids, token_type_ids)
-        feats = feats.to(self.encoder.visn_fc.visn_fc.weight.dtype)
-        boxes = boxes.to(self.encoder.visn_fc.box_fc.weight.dtype)
-        lang, visn = self.encoder(
-            lang, extended_mask(attention_mask), feats, boxes, extended_mask(visual_mask), cls_only=pooled_only
-        )
-        return LXRTOutput(lang=lang, visn=visn, pooled=self.pooler(lang))
-
-
-def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
-    """The original initialization: Linear/Embedding ~ N(0, std), LayerNorm 1/0, Linear bias 0.
-
-    Use with ``model.apply``. Embedding padding rows are re-drawn too, as in the original.
-    """
-    if isinstance(module, nn.Linear | nn.Embedding):
-        nn.init.normal_(module.weight, mean=0.0, std=std)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)
-
-
-# --------------------------------------------------------------------------------------------------
-# The original code's names, for code written against its ``lxrt.modeling``. The model classes
-# (``BertConfig``, ``VISUAL_CONFIG``, ``LXRTFeatureExtraction``, ``LXRTPretraining``, ...) live in
-# ``lxrt.compat`` and are loaded on first access: they build on the heads, which build on this module.
+from .encoder import GeLU, LXRTModel, init_bert_weights
+from .heads import BertPreTrainingHeads, BertVisualAnswerHead, BertVisualObjHead
 
 BertLayerNorm = nn.LayerNorm
+"""The original's LayerNorm name (its task heads use it)."""
 
 
 def gelu(x: Tensor) -> Tensor:
@@ -386,18 +36,389 @@ def gelu(x: Tensor) -> Tensor:
     return F.gelu(x)
 
 
-_COMPAT_NAMES = (
-    "VISUAL_CONFIG", "VisualConfig", "BertConfig", "BertPreTrainedModel", "LXRTFeatureExtraction", "LXRTPretraining",
-)
+__all__ = [
+    "VISUAL_CONFIG", "BertConfig", "BertLayerNorm", "BertPreTrainedModel", "GeLU", "LXRTFeatureExtraction",
+    "LXRTPretraining", "VisualConfig", "gelu",
+]
 
 
-def __getattr__(name: str):
-    if name in _COMPAT_NAMES:
-        from . import compat
+# --------------------------------------------------------------------------------------------------
+# Where ``from_pretrained("bert-base-uncased")`` finds BERT: a local copy, else the download on first
+# use into ``snap/bert/bert-base-uncased/`` (``lxrt.bert_init.resolve_bert``), as the original downloads it.
 
-        return getattr(compat, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+BERT_DIRS: dict[str, tuple[str, ...]] = {"bert-base-uncased": ("snap/bert/bert-base-uncased", "data/bert")}
+BERT_CONFIG_FILES = ("bert_config.json", "config.json")
+BERT_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 
 
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_COMPAT_NAMES])
+def resolve_bert(name_or_path: str | os.PathLike) -> Path | None:
+    """The local folder holding BERT ``name_or_path``: a known name's folders (relative to the working
+    directory, as the original's data paths), downloaded there on first use, or the path itself.
+    None if a known name has no copy and cannot be fetched (the reason is printed)."""
+    name = str(name_or_path)
+    if name in BERT_DIRS:
+        for folder in map(Path, BERT_DIRS[name]):
+            if any((folder / f).is_file() for f in BERT_CONFIG_FILES + BERT_WEIGHT_FILES):
+                return folder
+        try:
+            return bert_init.resolve_bert(name)
+        except CheckpointError as err:
+            print(f"Warning: {err}", file=sys.stderr)
+            return None
+    path = Path(name)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"BERT model {name!r}: no such folder or file (known names: {', '.join(BERT_DIRS)})"
+        )
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration
+
+
+class VisualConfig:
+    """The original's global visual settings: layer counts, feature sizes and visual losses."""
+
+    VISUAL_LOSSES = ["obj", "attr", "feat"]
+
+    def __init__(self, l_layers: int = 12, x_layers: int = 5, r_layers: int = 0) -> None:
+        self.l_layers = l_layers
+        self.x_layers = x_layers
+        self.r_layers = r_layers
+        self.visual_feat_dim = 2048
+        self.visual_pos_dim = 4
+        self.obj_id_num = 1600
+        self.attr_id_num = 400
+        self.visual_losses = self.VISUAL_LOSSES
+        # name -> (output dim, loss kind, label shape, weight)
+        self.visual_loss_config = {
+            "obj": (self.obj_id_num, "ce", (-1,), 1 / 0.15),
+            "attr": (self.attr_id_num, "ce", (-1,), 1 / 0.15),
+            "feat": (self.visual_feat_dim, "l2", (-1, self.visual_feat_dim), 1 / 0.15),
+        }
+
+    def set_visual_dims(self, feat_dim: int, pos_dim: int) -> None:
+        self.visual_feat_dim = feat_dim
+        self.visual_pos_dim = pos_dim
+        # The feature-regression target follows the feature width.
+        self.visual_loss_config["feat"] = (feat_dim, "l2", (-1, feat_dim), 1 / 0.15)
+
+
+VISUAL_CONFIG = VisualConfig()
+
+
+class BertConfig:
+    """BERT text-side sizes: from a vocabulary size and keywords, or from a JSON file."""
+
+    def __init__(
+        self,
+        vocab_size_or_config_json_file: int | str,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        hidden_act: str = "gelu",
+        hidden_dropout_prob: float = 0.1,
+        attention_probs_dropout_prob: float = 0.1,
+        max_position_embeddings: int = 512,
+        type_vocab_size: int = 2,
+        initializer_range: float = 0.02,
+    ) -> None:
+        if isinstance(vocab_size_or_config_json_file, str):
+            with open(vocab_size_or_config_json_file, encoding="utf-8") as f:
+                self.__dict__.update(json.load(f))
+        elif isinstance(vocab_size_or_config_json_file, int):
+            self.vocab_size = vocab_size_or_config_json_file
+            self.hidden_size = hidden_size
+            self.num_hidden_layers = num_hidden_layers
+            self.num_attention_heads = num_attention_heads
+            self.hidden_act = hidden_act
+            self.intermediate_size = intermediate_size
+            self.hidden_dropout_prob = hidden_dropout_prob
+            self.attention_probs_dropout_prob = attention_probs_dropout_prob
+            self.max_position_embeddings = max_position_embeddings
+            self.type_vocab_size = type_vocab_size
+            self.initializer_range = initializer_range
+        else:
+            raise ValueError(
+                "First argument must be either a vocabulary size (int) or the path to a BERT config file (str)"
+            )
+
+    @classmethod
+    def from_dict(cls, json_object: dict[str, Any]) -> BertConfig:
+        config = cls(vocab_size_or_config_json_file=-1)
+        config.__dict__.update(json_object)
+        return config
+
+    @classmethod
+    def from_json_file(cls, json_file: str | os.PathLike) -> BertConfig:
+        try:
+            with open(json_file, encoding="utf-8") as f:
+                return cls.from_dict(json.load(f))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{json_file}: malformed JSON ({err})") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self.__dict__)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def __repr__(self) -> str:
+        return self.to_json_string()
+
+
+def lxrt_config(config: BertConfig, num_answers: int | None = None) -> LXRTConfig:
+    """The ``LXRTConfig`` that ``config`` and the current ``VISUAL_CONFIG`` describe."""
+    act = getattr(config, "hidden_act", "gelu")
+    if act != "gelu":
+        raise ValueError(f"hidden_act {act!r} is not supported; LXMERT uses 'gelu'")
+    extra = {} if num_answers is None else {"num_qa_labels": int(num_answers)}
+    return LXRTConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        max_position_embeddings=config.max_position_embeddings,
+        type_vocab_size=config.type_vocab_size,
+        hidden_dropout_prob=config.hidden_dropout_prob,
+        attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+        initializer_range=config.initializer_range,
+        llayers=VISUAL_CONFIG.l_layers,
+        xlayers=VISUAL_CONFIG.x_layers,
+        rlayers=VISUAL_CONFIG.r_layers,
+        visual_feat_dim=VISUAL_CONFIG.visual_feat_dim,
+        visual_pos_dim=VISUAL_CONFIG.visual_pos_dim,
+        num_object_labels=VISUAL_CONFIG.obj_id_num,
+        num_attr_labels=VISUAL_CONFIG.attr_id_num,
+        **extra,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+
+
+def _bert_state(folder: Path, weights_file: Path | None = None) -> tuple[dict[str, Tensor], Path] | None:
+    """BERT's tensors (TensorFlow-style ``gamma``/``beta`` renamed) and the file they came from."""
+    candidates = [weights_file] if weights_file is not None else [folder / name for name in BERT_WEIGHT_FILES]
+    for path in candidates:
+        if path.is_file():
+            state = read_state_dict(path)
+            return {k.replace("gamma", "weight").replace("beta", "bias"): v for k, v in state.items()}, path
+    return None
+
+
+def _mean_ce(scores: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy averaged over the labels that are not -1; 0 when there are none (not NaN)."""
+    keep = labels != -1
+    if not bool(keep.any()):
+        return scores.sum() * 0.0
+    return F.cross_entropy(scores[keep], labels[keep])
+
+
+class BertPreTrainedModel(nn.Module):
+    """Base of the original's models: holds a ``BertConfig``; ``init_bert_weights``; ``from_pretrained``."""
+
+    def __init__(self, config: BertConfig, *inputs: Any, **kwargs: Any) -> None:
+        super().__init__()
+        if not isinstance(config, BertConfig):
+            raise ValueError(
+                f"Parameter config in `{type(self).__name__}(config)` should be an instance of class `BertConfig`. "
+                f"To create a model from a pretrained model use `{type(self).__name__}.from_pretrained(NAME)`"
+            )
+        self.config = config
+
+    def init_bert_weights(self, module: nn.Module) -> None:
+        """The original initialization with the config's ``initializer_range``; use with ``apply``."""
+        init_bert_weights(module, std=self.config.initializer_range)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        state_dict: dict[str, Tensor] | None = None,
+        cache_dir: str | None = None,
+        from_tf: bool = False,
+        *inputs: Any,
+        **kwargs: Any,
+    ) -> BertPreTrainedModel:
+        """Build the model with the BERT config of ``pretrained_model_name_or_path`` and copy every
+        BERT weight whose name the model has (embeddings, the first ``l_layers`` layers, pooler and,
+        for pretraining, the LM/matching heads); a BERT weight of another shape is an error.
+
+        ``"bert-base-uncased"`` is looked up with ``resolve_bert``; without a local copy the model
+        has BERT-base sizes and keeps its random initialization (with a warning).
+        """
+        if from_tf:
+            raise ValueError("from_tf is not supported: convert the TensorFlow checkpoint to PyTorch first")
+        name = str(pretrained_model_name_or_path)
+        folder = resolve_bert(name)
+        weights_file = None
+        if folder is not None and folder.is_file():  # a weights file; its config sits next to it
+            weights_file, folder = folder, folder.parent
+        config_file = next((folder / f for f in BERT_CONFIG_FILES if (folder / f).is_file()), None) if folder else None
+        if config_file is not None:
+            config = BertConfig.from_json_file(config_file)
+        elif name in BERT_DIRS:
+            config = BertConfig(30522)  # BERT-base-uncased's sizes
+        else:
+            raise FileNotFoundError(f"{folder}: no BERT config ({' or '.join(BERT_CONFIG_FILES)})")
+        model = cls(config, *inputs, **kwargs)
+        source = "<state_dict>"
+        if state_dict is None:
+            found = _bert_state(folder, weights_file) if folder is not None else None
+            if found is None:
+                looked = ", ".join(BERT_DIRS.get(name, (name,)))
+                print(
+                    f"Warning: no BERT weights for {name} (looked in {looked}); the model keeps its random init",
+                    file=sys.stderr,
+                )
+                return model
+            state_dict, path = found
+            source = str(path)
+        own = model.state_dict()
+        prefix = "bert." if not hasattr(model, "bert") and any(k.startswith("bert.") for k in state_dict) else ""
+        picked = {}
+        for key, value in state_dict.items():
+            if not key.startswith(prefix):
+                continue
+            target = key[len(prefix):]
+            if target in own:
+                if tuple(own[target].shape) != tuple(value.shape):
+                    raise CheckpointShapeError(
+                        f"{source}: {key!r} has shape {tuple(value.shape)}, the model's {target!r} has "
+                        f"{tuple(own[target].shape)}"
+                    )
+                picked[target] = value
+        if not picked:
+            raise CheckpointError(f"{source}: no weight matches the model (is this a BERT checkpoint?)")
+        model.load_state_dict(picked, strict=False)
+        print(f"Loaded {len(picked)} of the model's {len(own)} tensors from BERT ({source})", file=sys.stderr)
+        return model
+
+
+class LXRTFeatureExtraction(BertPreTrainedModel):
+    """The encoder for fine-tuning; ``mode`` picks the outputs: 'x' pooled, 'l'/'r'/'lr' the
+    (language, vision) sequences, 'lx'/'rx'/'lxr' both as ``((lang, visn), pooled)``."""
+
+    def __init__(self, config: BertConfig, mode: str = "lxr") -> None:
+        super().__init__(config)
+        self.bert = LXRTModel(lxrt_config(config))
+        self.mode = mode
+        self.apply(self.init_bert_weights)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        token_type_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        visual_feats: tuple[Tensor, Tensor] | None = None,
+        visual_attention_mask: Tensor | None = None,
+    ) -> Any:
+        if visual_feats is None:
+            raise ValueError("visual_feats=(features, boxes) is required")
+        feats, boxes = visual_feats
+        pooled_only = self.mode == "x"
+        out = self.bert(
+            input_ids, feats, boxes, attention_mask, token_type_ids, visual_attention_mask, pooled_only=pooled_only
+        )
+        if pooled_only:
+            return out.pooled
+        if "x" in self.mode and ("l" in self.mode or "r" in self.mode):
+            return (out.lang, out.visn), out.pooled
+        if "l" in self.mode or "r" in self.mode:
+            return out.lang, out.visn
+        return None  # any other mode string, as the original
+
+
+class LXRTPretraining(BertPreTrainedModel):
+    """Encoder + masked-LM, matching, masked-object and QA heads; ``forward`` returns the losses.
+
+    ``visual_losses`` is the comma-separated ``--visualLosses`` string (e.g. ``"obj,attr,feat"``).
+    """
+
+    def __init__(
+        self,
+        config: BertConfig,
+        task_mask_lm: bool = True,
+        task_matched: bool = True,
+        task_obj_predict: bool = True,
+        visual_losses: str = "",
+        task_qa: bool = True,
+        num_answers: int = 2,
+    ) -> None:
+        super().__init__(config)
+        self.num_answers = num_answers
+        self.task_mask_lm = task_mask_lm
+        self.task_obj_predict = task_obj_predict
+        self.task_matched = task_matched
+        self.task_qa = task_qa
+        cfg = lxrt_config(config, num_answers)
+        self.bert = LXRTModel(cfg)
+        self.cls = BertPreTrainingHeads(cfg, self.bert.embeddings.word_embeddings)
+        if task_obj_predict:
+            losses = visual_losses.split(",") if isinstance(visual_losses, str) else list(visual_losses)
+            self.obj_predict_head = BertVisualObjHead(cfg, losses)
+        if task_qa:
+            self.answer_head = BertVisualAnswerHead(cfg, num_answers)
+        self.apply(self.init_bert_weights)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        token_type_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        masked_lm_labels: Tensor | None = None,
+        visual_feats: Tensor | None = None,
+        pos: Tensor | None = None,
+        obj_labels: dict[str, tuple[Tensor, Tensor]] | None = None,
+        matched_label: Tensor | None = None,
+        ans: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(total loss, (1, n) stack of the computed losses, answer scores)``; -1 marks no target.
+
+        Losses, in this order when their targets are given: Mask_LM, Matched, the visual losses
+        (Obj, Attr, Feat: confidence- or mask-weighted mean over every region, x 1/0.15), QA. A
+        loss whose targets are all -1 in the batch is 0 (the original's would be NaN).
+        """
+        out = self.bert(input_ids, visual_feats, pos, attention_mask, token_type_ids)
+        answer_score = self.answer_head(out.pooled) if self.task_qa else out.pooled[0][0]
+        total: Tensor | float = 0.0  # summed in the original's order
+        losses: list[Tensor] = []
+        if masked_lm_labels is not None and self.task_mask_lm:
+            # The vocabulary projection only for the labelled tokens: the same mean cross-entropy.
+            keep = masked_lm_labels != -1
+            loss = _mean_ce(self.cls.predictions(out.lang[keep]), masked_lm_labels[keep])
+            total = total + loss
+            losses.append(loss)
+        if matched_label is not None and self.task_matched:
+            match_score = self.cls.seq_relationship(out.pooled)
+            loss = _mean_ce(match_score.view(-1, 2), matched_label.view(-1))
+            total = total + loss
+            losses.append(loss)
+        if obj_labels is not None and self.task_obj_predict:
+            scores = self.obj_predict_head(out.visn)
+            visual: Tensor | float = 0.0
+            for key in VISUAL_CONFIG.visual_losses:
+                if key not in scores:
+                    continue
+                label, mask_conf = obj_labels[key]
+                dim, kind, shape, weight = VISUAL_CONFIG.visual_loss_config[key]
+                flat = scores[key].view(-1, dim)
+                if kind == "ce":
+                    loss = F.cross_entropy(flat, label.view(*shape), ignore_index=-1, reduction="none")
+                else:
+                    loss = F.smooth_l1_loss(flat, label.view(*shape), reduction="none").mean(1)
+                loss = (loss * mask_conf.view(-1)).mean() * weight
+                visual = visual + loss
+                losses.append(loss)
+            total = total + visual
+        if ans is not None and self.task_qa:
+            loss = _mean_ce(answer_score.view(-1, self.num_answers), ans.view(-1))
+            total = total + loss
+            losses.append(loss)
+        if not losses:
+            raise ValueError("no loss to compute: give the targets of at least one enabled task")
+        return total, torch.stack([loss.detach() for loss in losses]).unsqueeze(0), answer_score.detach()

@@ -2,8 +2,9 @@
 
 - ``LXMERTForPretraining``: keys ``bert.*``, ``cls.*``, ``obj_predict_head.*``, ``answer_head.*``
   (``model_LXRT.pth``, ``EpochXX_LXRT.pth``).
-- ``LXRTEncoder``: the encoder as fine-tuning models hold it, keys ``model.bert.*`` (so a task
-  model's ``lxrt_encoder.model.bert.*`` matches the original ``BEST.pth``).
+- ``TaskEncoder``: the encoder as task models hold it, keys ``model.bert.*`` (so a task model's
+  ``lxrt_encoder.model.bert.*`` matches the original ``BEST.pth``). The original's own
+  ``lxrt.entry.LXRTEncoder`` (tokenizer inside, BERT loaded on construction) builds on the same encoder.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from .config import LXRTConfig
+from .encoder import LXRTModel, LXRTOutput, init_bert_weights
 from .heads import VISUAL_LOSSES, BertPreTrainingHeads, BertVisualAnswerHead, BertVisualObjHead
-from .modeling import LXRTModel, LXRTOutput, init_bert_weights
 
 
-class LXRTEncoder(nn.Module):
-    """The encoder under ``model.bert``, as the original's fine-tuning entry point nests it."""
+class TaskEncoder(nn.Module):
+    """The encoder under ``model.bert``, as the original's task models nest it."""
 
     def __init__(self, config: LXRTConfig) -> None:
         super().__init__()

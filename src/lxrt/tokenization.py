@@ -1,274 +1,58 @@
-"""BERT uncased WordPiece tokenization, as the original LXMERT feeds sentences to the model.
+"""The original code's ``lxrt.tokenization``: ``BertTokenizer`` over this package's ``LXRTTokenizer``.
 
-The rules (clean text, space out CJK ideographs, lowercase + strip accents except in whole-word special
-tokens such as ``[MASK]``, split off punctuation, greedy longest-match WordPiece with ``##``
-continuations, ``[UNK]`` for words that cannot be matched or are longer than 100 characters) run in the
-Rust ``tokenizers`` library for plain ASCII text and partly in Python otherwise (see ``LXRTTokenizer``).
-
-Sentences become fixed-length rows ``[CLS] + first max_length-2 wordpieces + [SEP]``, right-padded
-with 0, token types 0 (the original's ``convert_sents_to_features``).
+``BertTokenizer.from_pretrained("bert-base-uncased")`` reads the vocabulary shipped in this package
+(the same file the original downloads), so no network is needed. ``PRETRAINED_VOCAB_ARCHIVE_MAP`` is
+honoured as the original honours it: a fork that points a name at a local file or folder gets that
+file, and one that points it at another URL gets that URL's vocabulary (downloaded once into
+``cache_dir``, default ``snap/bert/``).
 """
 
 from __future__ import annotations
 
-import unicodedata
+import hashlib
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-from tokenizers import Encoding, Tokenizer
-from tokenizers.models import WordPiece
-from tokenizers.normalizers import BertNormalizer
-from tokenizers.pre_tokenizers import BertPreTokenizer
-from tokenizers.processors import TemplateProcessing
+from .tokenizer import DEFAULT_VOCAB_PATH, SPECIAL_TOKENS, LXRTTokenizer, VocabError, load_vocab
 
-DEFAULT_VOCAB_PATH = Path(__file__).resolve().parents[2] / "data" / "bert" / "bert-base-uncased-vocab.txt"
-# The original BasicTokenizer's ``never_split`` list.
-SPECIAL_TOKENS: tuple[str, ...] = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]")
-MAX_WORD_CHARS = 100
-DEFAULT_MAX_LENGTH = 20
-
-
-# The original's CJK blocks. The Rust normalizer mistypes one bound (0x2B920 for 0x2B820).
-_CJK_RANGES: tuple[tuple[int, int], ...] = (
-    (0x4E00, 0x9FFF),
-    (0x3400, 0x4DBF),
-    (0x20000, 0x2A6DF),
-    (0x2A700, 0x2B73F),
-    (0x2B740, 0x2B81F),
-    (0x2B820, 0x2CEAF),
-    (0xF900, 0xFAFF),
-    (0x2F800, 0x2FA1F),
-)
-
-
-def _is_cjk(c: str) -> bool:
-    cp = ord(c)
-    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
-
-
-def _is_punctuation(c: str) -> bool:
-    """ASCII symbols count as punctuation too (``$``, ``^``, backtick...), as in the original."""
-    cp = ord(c)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(c)[0] == "P"
-
-
-def basic_words(text: str) -> list[str]:
-    """The original BasicTokenizer in Python: the words WordPiece is applied to.
-
-    Drops NUL, U+FFFD and control/format/unassigned characters, maps whitespace to spaces, spaces
-    out CJK ideographs, then per whitespace-separated word that is not a special token: lowercase,
-    NFD, drop combining marks (category Mn), and split every punctuation character off.
-    """
-    chars = []
-    for c in text:
-        if c in "\t\n\r ":
-            chars.append(" ")
-            continue
-        cat = unicodedata.category(c)
-        if c == "\ufffd" or cat[0] == "C":
-            continue
-        if cat == "Zs":
-            chars.append(" ")
-        elif c >= "\u3400" and _is_cjk(c):
-            chars.append(f" {c} ")
-        else:
-            chars.append(c)
-    words: list[str] = []
-    for word in "".join(chars).split():
-        if word in SPECIAL_TOKENS:
-            words.append(word)
-            continue
-        current: list[str] = []
-        for c in unicodedata.normalize("NFD", word.lower()):
-            if unicodedata.category(c) == "Mn":
-                continue
-            if _is_punctuation(c):
-                if current:
-                    words.append("".join(current))
-                    current = []
-                words.append(c)
-            else:
-                current.append(c)
-        if current:
-            words.append("".join(current))
-    return words
-
-
-class VocabError(ValueError):
-    """A vocabulary file that cannot be used; the message names the file and line."""
-
-
-@dataclass
-class TokenizedBatch:
-    """Fixed-length encodings of B sentences, each (B, max_length) int64."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    token_type_ids: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.input_ids.shape[0])
-
-
-def load_vocab(path: str | Path) -> dict[str, int]:
-    """Token -> id, id = 0-based line number (one token per line, like BERT's vocab.txt)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise VocabError(f"{path}: vocabulary file not found (expected BERT's vocab.txt)") from None
-    except UnicodeDecodeError as err:
-        raise VocabError(f"{path}: vocabulary is not valid UTF-8 ({err})") from None
-    lines = text.split("\n")  # only newlines end a line (str.splitlines also breaks on U+2028 etc.)
-    if lines and lines[-1] == "":
-        lines.pop()
-    vocab: dict[str, int] = {}
-    for index, line in enumerate(lines):
-        token = line.strip()
-        if not token:
-            raise VocabError(f"{path}:{index + 1}: empty token line")
-        if token in vocab:
-            raise VocabError(f"{path}:{index + 1}: token {token!r} already on line {vocab[token] + 1}")
-        vocab[token] = index
-    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
-    if missing:
-        raise VocabError(f"{path}: special tokens {missing} are missing from the vocabulary")
-    return vocab
-
-
-def _wordpiece_tokenizer(vocab: dict[str, int]) -> Tokenizer:
-    """The uncased BERT pipeline without special tokens, truncation or padding."""
-    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_WORD_CHARS))
-    tok.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=True)
-    tok.pre_tokenizer = BertPreTokenizer()
-    return tok
-
-
-class LXRTTokenizer:
-    """Uncased BERT WordPiece tokenizer producing the original's fixed-length model inputs.
-
-    ASCII sentences without special tokens (nearly all of VQA, GQA and NLVR2) go through the whole
-    Rust pipeline. Other sentences are split into words by ``basic_words`` (the original's rules in
-    Python) and only WordPiece runs in Rust: the Rust normalizer's Unicode tables are older than
-    Python's, it lowercases without the final-sigma rule, mistypes a CJK block bound and has no notion
-    of whole-word special tokens.
-    """
-
-    def __init__(self, vocab_path: str | Path | None = None, max_length: int = DEFAULT_MAX_LENGTH) -> None:
-        self.vocab_path = Path(vocab_path) if vocab_path is not None else DEFAULT_VOCAB_PATH
-        self.max_length = self._check_length(max_length)
-        self.vocab = load_vocab(self.vocab_path)
-        self.ids_to_tokens = list(self.vocab)
-        self.pad_id = self.vocab["[PAD]"]
-        self.unk_id = self.vocab["[UNK]"]
-        self.cls_id = self.vocab["[CLS]"]
-        self.sep_id = self.vocab["[SEP]"]
-        self.mask_id = self.vocab["[MASK]"]
-        self._full = _wordpiece_tokenizer(self.vocab)
-        # WordPiece alone, for words already produced by ``basic_words``.
-        self._pieces = Tokenizer(WordPiece(self.vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_WORD_CHARS))
-        self._framed: dict[int, Tokenizer] = {}
-
-    def __reduce__(self) -> tuple[type, tuple[Path, int]]:
-        # Rebuilt from the vocabulary file: a pickle (e.g. for spawned DataLoader workers) stays tiny.
-        return (type(self), (self.vocab_path, self.max_length))
-
-    @staticmethod
-    def _check_length(max_length: int) -> int:
-        if int(max_length) < 2:
-            raise ValueError(f"max_length must be >= 2 to hold [CLS] and [SEP], got {max_length}")
-        return int(max_length)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]:
-        """Vocabulary ids; an unknown token is an error (like the original), not silently [UNK]."""
-        try:
-            return [self.vocab[t] for t in tokens]
-        except KeyError as err:
-            raise KeyError(f"token {err.args[0]!r} is not in the vocabulary {self.vocab_path}") from None
-
-    def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
-        return [self.ids_to_tokens[int(i)] for i in ids]
-
-    def _framer(self, max_length: int) -> Tokenizer:
-        """The Rust pipeline plus [CLS] $A [SEP], truncation and padding to ``max_length``."""
-        framed = self._framed.get(max_length)
-        if framed is None:
-            framed = Tokenizer.from_str(self._full.to_str())
-            framed.post_processor = TemplateProcessing(
-                single="[CLS] $A [SEP]",
-                special_tokens=[("[CLS]", self.cls_id), ("[SEP]", self.sep_id)],
-            )
-            framed.enable_truncation(max_length=max_length, strategy="longest_first", direction="right")
-            framed.enable_padding(
-                direction="right", pad_id=self.pad_id, pad_type_id=0, pad_token="[PAD]", length=max_length
-            )
-            self._framed[max_length] = framed
-        return framed
-
-    @staticmethod
-    def _rust_safe(text: str) -> bool:
-        """True when the Rust normalizer and pre-tokenizer reproduce the original exactly."""
-        return text.isascii() and not ("[" in text and any(t in text for t in SPECIAL_TOKENS))
-
-    def _encode(self, sents: Sequence[str], framer: Tokenizer | None) -> list[Encoding]:
-        """Encodings of ``sent.strip()`` for each sentence; framed when ``framer`` is given."""
-        if isinstance(sents, str):
-            raise TypeError("expected a sequence of sentences, got a single str")
-        texts = []
-        for i, s in enumerate(sents):
-            if not isinstance(s, str):
-                raise TypeError(f"sentence {i} is {type(s).__name__}, expected str")
-            texts.append(s.strip())
-        tok = framer if framer is not None else self._full
-        out = []
-        # One call per sentence rather than encode_batch: as fast for short sentences, and no Rust
-        # thread pool that forked DataLoader workers would inherit.
-        for text in texts:
-            if self._rust_safe(text):
-                out.append(tok.encode(text, add_special_tokens=framer is not None))
-            else:
-                enc = self._pieces.encode(basic_words(text), is_pretokenized=True, add_special_tokens=False)
-                out.append(framer.post_process(enc, add_special_tokens=True) if framer is not None else enc)
-        return out
-
-    def tokenize(self, text: str) -> list[str]:
-        """Wordpieces of one sentence, without [CLS]/[SEP]."""
-        return self._encode([text], None)[0].tokens
-
-    def encode_wordpieces(self, sents: Sequence[str]) -> list[list[int]]:
-        """Wordpiece ids of each sentence without specials or truncation (pretraining masks these)."""
-        return [e.ids for e in self._encode(sents, None)]
-
-    def __call__(self, sents: Sequence[str], max_length: int | None = None) -> TokenizedBatch:
-        """Fixed-length ``[CLS] tokens [SEP] [PAD]...`` rows for a batch of sentences."""
-        length = self._check_length(max_length) if max_length is not None else self.max_length
-        encodings = self._encode(sents, self._framer(length))
-        ids = np.zeros((len(encodings), length), dtype=np.int64)
-        mask = np.zeros((len(encodings), length), dtype=np.int64)
-        types = np.zeros((len(encodings), length), dtype=np.int64)
-        for row, enc in enumerate(encodings):
-            ids[row] = enc.ids
-            mask[row] = enc.attention_mask
-            types[row] = enc.type_ids
-        return TokenizedBatch(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types))
-
-
-# --------------------------------------------------------------------------------------------------
-# The original code's ``BertTokenizer``, for code written against its ``lxrt.tokenization``.
-
+_S3 = "https://s3.amazonaws.com/models.huggingface.co/bert"
+PRETRAINED_VOCAB_ARCHIVE_MAP: dict[str, str] = {
+    "bert-base-uncased": f"{_S3}/bert-base-uncased-vocab.txt",
+    "bert-large-uncased": f"{_S3}/bert-large-uncased-vocab.txt",
+    "bert-base-cased": f"{_S3}/bert-base-cased-vocab.txt",
+    "bert-large-cased": f"{_S3}/bert-large-cased-vocab.txt",
+    "bert-base-multilingual-uncased": f"{_S3}/bert-base-multilingual-uncased-vocab.txt",
+    "bert-base-multilingual-cased": f"{_S3}/bert-base-multilingual-cased-vocab.txt",
+    "bert-base-chinese": f"{_S3}/bert-base-chinese-vocab.txt",
+}
+"""Name -> vocabulary location, the original's table; entries may be changed to a path or URL."""
+PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP: dict[str, int] = dict.fromkeys(PRETRAINED_VOCAB_ARCHIVE_MAP, 512)
+SHIPPED_VOCABS: dict[str, Path] = {PRETRAINED_VOCAB_ARCHIVE_MAP["bert-base-uncased"]: DEFAULT_VOCAB_PATH}
+"""URLs whose content ships in this package (the uncased vocabulary LXMERT uses)."""
 VOCAB_NAME = "vocab.txt"
-PRETRAINED_VOCABS: dict[str, Path] = {"bert-base-uncased": DEFAULT_VOCAB_PATH}
-PRETRAINED_MAX_LEN: dict[str, int] = {"bert-base-uncased": 512}
+DEFAULT_CACHE = Path("snap") / "bert"
+
+__all__ = [
+    "PRETRAINED_VOCAB_ARCHIVE_MAP", "PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP", "VOCAB_NAME", "BertTokenizer",
+    "VocabError", "load_vocab",
+]  # fmt: skip
+
+
+def resolve_vocab(location: str, cache_dir: str | Path | None = None) -> Path:
+    """The vocabulary file ``location`` names: the shipped copy of a known URL, a downloaded copy of
+    another URL, a folder's ``vocab.txt``, or the file itself."""
+    if location in SHIPPED_VOCABS:
+        return SHIPPED_VOCABS[location]
+    if location.startswith(("http://", "https://", "s3://", "file://")):
+        from .fetch import download  # only a vocabulary at an unknown URL needs the network
+
+        digest = hashlib.sha256(location.encode("utf-8")).hexdigest()[:12]
+        name = location.rstrip("/").rsplit("/", 1)[-1] or VOCAB_NAME
+        target = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
+        return download(location, target / f"{digest}-{name}")
+    path = Path(location)
+    return path / VOCAB_NAME if path.is_dir() else path
 
 
 class BertTokenizer(LXRTTokenizer):
@@ -314,11 +98,11 @@ class BertTokenizer(LXRTTokenizer):
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | Path, cache_dir: str | None = None, *inputs, **kwargs
     ) -> BertTokenizer:
-        """``"bert-base-uncased"`` (the shipped vocabulary), a folder with ``vocab.txt``, or a vocab file."""
+        """A name of ``PRETRAINED_VOCAB_ARCHIVE_MAP`` (looked up at call time, so changes to the table
+        count), a folder holding ``vocab.txt``, a vocabulary file or a URL."""
         name = str(pretrained_model_name_or_path)
-        if name in PRETRAINED_VOCABS:
-            vocab_file = PRETRAINED_VOCABS[name]
-            kwargs["max_len"] = min(kwargs.get("max_len") or int(1e12), PRETRAINED_MAX_LEN[name])
-        else:
-            vocab_file = Path(name) / VOCAB_NAME if Path(name).is_dir() else Path(name)
+        vocab_file = resolve_vocab(PRETRAINED_VOCAB_ARCHIVE_MAP.get(name, name), cache_dir)
+        if name in PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP:
+            limit = PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP[name]
+            kwargs["max_len"] = min(kwargs.get("max_len") or int(1e12), limit)
         return cls(vocab_file, *inputs, **kwargs)

@@ -38,7 +38,7 @@ from lxrt import (
     resolve_checkpoint,
 )
 from lxrt.bert_init import BERT_BASE_NAME, load_bert_pretraining, resolve_bert
-from lxrt.tokenization import LXRTTokenizer
+from lxrt.tokenizer import LXRTTokenizer
 from tasks.answers import PretrainAnswerTable, convert_ans
 
 from .data import ExampleOptions, PretrainDataset, collate, image_limit, load_corpus

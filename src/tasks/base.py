@@ -23,14 +23,14 @@ from engine.config import TrainConfig
 from engine.report import get_logger
 from engine.task import Task
 from lxrt import LXRTConfig
-from lxrt.tokenization import LXRTTokenizer
+from lxrt.tokenizer import LXRTTokenizer
 from tasks.completeness import check_server_split, note_incomplete, submission_ids
 from tasks.data_common import TaskDataset, subset_topk
-from tasks.finetune import load_initial_weights
 from tasks.metrics import metric
 from tasks.models import Classifier
 from tasks.splits import resolve_test_splits
 from tasks.submission import write_predictions
+from tasks.weights import load_initial_weights
 
 
 class FinetuneTask(Task):

@@ -16,7 +16,7 @@ from features.store import FeatureStore, open_store
 from tasks.answers import AnswerTable, DataFormatError, load_json
 
 if TYPE_CHECKING:
-    from lxrt.tokenization import LXRTTokenizer
+    from lxrt.tokenizer import LXRTTokenizer
 
 log = logging.getLogger(__name__)
 

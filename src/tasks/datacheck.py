@@ -89,6 +89,6 @@ def require_data(task: str, train: str, valid: str, test: str, root: str | Path,
                      f"--out {root}/nlvr2")
     lines.append(f"If the data is elsewhere, pass --data-root DIR (now: {root}), the folder holding "
                  f"{task if task != 'lxmert_pretrain' else 'lxmert'}/ and the *_imgfeat/ folders. "
-                 "To try the code without the real data: python -m datatools.synthetic --out DIR, "
+                 "To try the code without the real data: python -m tasks.synthetic --out DIR, "
                  "then --data-root DIR.")
     raise MissingDataError("\n".join(lines))

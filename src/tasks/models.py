@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lxrt import LXRTConfig, LXRTEncoder, answer_mlp, init_bert_weights
+from lxrt import LXRTConfig, TaskEncoder, answer_mlp, init_bert_weights
 
 
 class Classifier(nn.Module):
@@ -28,7 +28,7 @@ class Classifier(nn.Module):
         self.config = config
         self.pooled_only = pooled_only
         self.images_per_example = images_per_example
-        self.lxrt_encoder = LXRTEncoder(config)
+        self.lxrt_encoder = TaskEncoder(config)
         h = config.hidden_size
         self.logit_fc = answer_mlp(images_per_example * h, 2 * h, num_classes, config.layer_norm_eps)
         self.logit_fc.apply(init_bert_weights)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.answers import DataFormatError
-from tasks.submission import atomic_write_text
+from lxrt.fileio import atomic_write_text
 
 RAW_TO_SPLIT = {"train": "train", "dev": "valid", "test1": "test"}
 

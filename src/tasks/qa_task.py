@@ -16,8 +16,8 @@ from engine.report import get_logger
 from tasks.answers import AnswerTable, PretrainAnswerTable, convert_ans
 from tasks.base import FinetuneTask
 from tasks.data_common import QADataset, TaskDataset
-from tasks.finetune import load_initial_weights
 from tasks.metrics import oracle_accuracy
+from tasks.weights import load_initial_weights
 
 
 class QATask(FinetuneTask):

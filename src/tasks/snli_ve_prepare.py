@@ -11,7 +11,7 @@ counted. The image id is the file name without ``.jpg``: the id of the Flickr30k
 
     python -m tasks.snli_ve_prepare --raw data/snli_ve/raw --out data/snli_ve
 
-The synthetic data (``python -m datatools.synthetic``) writes the same files and
+The synthetic data (``python -m tasks.synthetic``) writes the same files and
 ``flickr30k_imgfeat/flickr30k_obj36.tsv``: each hypothesis names a colour and a shape, and its
 label says whether the image's dominant colour and shape match (entailment: both; neutral: the
 colour only; contradiction: not the colour). Every (colour, shape) sentence is equally likely under
@@ -29,10 +29,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from datatools.synthetic import COLORS, SHAPES, Generator, register_synthetic, write_features, write_json
+from tasks.synthetic import COLORS, SHAPES, Generator, register_synthetic, write_features, write_json
 from tasks.answers import DataFormatError
 from tasks.snli_ve import FEATURES, LABELS
-from tasks.submission import atomic_write_text
+from lxrt.fileio import atomic_write_text
 
 RAW_TO_SPLIT = {"train": "train", "dev": "valid", "test": "test"}
 FIELDS = ("Flikr30kID", "sentence2", "gold_label", "pairID")

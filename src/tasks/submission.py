@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lxrt.checkpoint import atomic_write
+from lxrt.fileio import atomic_write_text
 
 Writer = Callable[[Mapping[Any, Any], Path, "Iterable[Any] | None"], Path]
 """``writer(predictions, path, expected_ids)``: check completeness, write ``path``, return it."""
@@ -33,11 +33,6 @@ def register_writer(task: str, suffix: str) -> Callable[[Writer], Writer]:
         return fn
 
     return add
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write UTF-8 ``text`` atomically (temporary file beside ``path``, fsync, rename)."""
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline=""))
 
 
 def prediction_path(output_dir: str | Path, split: str, task: str) -> Path:

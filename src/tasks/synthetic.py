@@ -21,7 +21,7 @@ Other tasks add their files with ``@register_synthetic(name, files)`` (found by 
 the task's name, so adding or removing a task changes no other task's files. The VQA, GQA, NLVR2
 and pretraining files above are one stream of their own, drawn in a fixed order.
 
-Run ``python -m datatools.synthetic --out data_synth`` (``--help`` lists every size).
+Run ``python -m tasks.synthetic --out data_synth`` (``--help`` lists every size).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from engine.plugins import discover
 from features.tsv import RegionRecord, write_tsv
-from tasks.submission import atomic_write_text
+from lxrt.fileio import atomic_write_text
 
 COLORS: tuple[str, ...] = ("red", "blue", "green", "yellow", "white", "black")
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "heart")
@@ -495,7 +495,7 @@ def generate(out: str | Path, config: SyntheticConfig | None = None, progress: b
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m datatools.synthetic",
+        prog="python -m tasks.synthetic",
         description="Write a small synthetic LXMERT data root (original layout and formats) with a learnable "
         "colour/shape signal, for tests and smoke runs.",
     )
@@ -533,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Task modules register into ``datatools.synthetic``; run that module's copy, not ``__main__``'s.
-    from datatools.synthetic import main as registered_main
+    # Task modules register into ``tasks.synthetic``; run that module's copy, not ``__main__``'s.
+    from tasks.synthetic import main as registered_main
 
     sys.exit(registered_main())

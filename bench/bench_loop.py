@@ -27,11 +27,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from tasks.synthetic import SyntheticConfig, generate  # noqa: E402
 from engine import recipes  # noqa: E402
 from engine.loop import STEPS_FILE, autocast_dtype, run  # noqa: E402
 from engine.optim import BertAdam, clip_grad_norm  # noqa: E402
 from lxrt import LXRTConfig  # noqa: E402
+from tasks.synthetic import SyntheticConfig, generate  # noqa: E402
 from tasks.vqa import VQATask  # noqa: E402
 
 

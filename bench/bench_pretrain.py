@@ -25,13 +25,13 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from tasks.synthetic import SyntheticConfig, generate  # noqa: E402
 from engine import recipes  # noqa: E402
 from engine.flops import device_peak_flops  # noqa: E402
 from engine.loop import STEPS_FILE, run  # noqa: E402
 from lxrt import LXRTConfig  # noqa: E402
 from pretrain.lxmert_pretrain import RECIPE  # noqa: E402
 from pretrain.task import PretrainOptions, PretrainTask  # noqa: E402
+from tasks.synthetic import SyntheticConfig, generate  # noqa: E402
 from tasks.vqa import VQATask  # noqa: E402
 
 PAIRS_PER_EPOCH = 9_180_000

@@ -25,12 +25,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
-from tasks.synthetic import SyntheticConfig, generate  # noqa: E402
 from features.convert import convert_tsv  # noqa: E402
 from features.store import FeatureStore  # noqa: E402
 from lxrt import LXRTConfig  # noqa: E402
 from lxrt.tokenizer import LXRTTokenizer  # noqa: E402
 from tasks.models import Classifier  # noqa: E402
+from tasks.synthetic import SyntheticConfig, generate  # noqa: E402
 
 
 def predict(model: Classifier, tok: LXRTTokenizer, store: FeatureStore, questions: list[dict], batch: int,

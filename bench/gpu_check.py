@@ -41,7 +41,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from tasks.synthetic import SyntheticConfig, generate  # noqa: E402
 from engine import recipes  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 from engine.flops import device_peak_flops, train_flops  # noqa: E402
@@ -51,6 +50,7 @@ from lxrt import LXRTConfig, read_state_dict  # noqa: E402
 from pretrain.lxmert_pretrain import RECIPE as PRETRAIN_RECIPE  # noqa: E402
 from pretrain.task import PretrainOptions, PretrainTask  # noqa: E402
 from tasks.models import Classifier  # noqa: E402
+from tasks.synthetic import SyntheticConfig, generate  # noqa: E402
 from tasks.vqa import VQATask  # noqa: E402
 
 NUM_ANSWERS = 3129

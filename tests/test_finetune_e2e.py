@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.synthetic import SyntheticConfig, generate
 from lxrt import LXMERTForPretraining, LXRTConfig, read_state_dict, save_state_dict
+from tasks.synthetic import SyntheticConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = LXRTConfig.tiny(hidden_size=64, num_attention_heads=4, intermediate_size=128, visual_feat_dim=64)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.synthetic import SyntheticConfig, generate
 from engine import recipes
 from engine.device_features import DeviceFeatures, move_features_to_device
 from engine.loop import STEPS_FILE, Trainer, run
@@ -18,6 +17,7 @@ from engine.syncs import HostSyncCounter
 from features.store import FeatureStore, StoreWriter
 from lxrt import LXRTConfig
 from tasks.data_common import ImageFeatures
+from tasks.synthetic import SyntheticConfig, generate
 from tasks.vqa import VQATask
 
 MODEL = LXRTConfig.tiny(hidden_size=32, num_attention_heads=2, intermediate_size=64, visual_feat_dim=16,

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tasks.gqa import write_gqa_submission
 from tasks.metrics import (
     exact_match_accuracy,
     gqa_accuracy,
     metric,
-    nlvr2_accuracy,
-    nlvr2_consistency,
-    nlvr2_sentence_id,
     normalize_vqa_answer,
     oracle_accuracy,
     register_metric,
@@ -22,15 +20,9 @@ from tasks.metrics import (
     vqa_official_accuracy,
     vqa_official_score,
 )
-from tasks.submission import (
-    dump_predictions,
-    prediction_path,
-    register_writer,
-    write_gqa_submission,
-    write_nlvr2_predictions,
-    write_predictions,
-    write_vqa_submission,
-)
+from tasks.nlvr2 import nlvr2_accuracy, nlvr2_consistency, nlvr2_sentence_id, write_nlvr2_predictions
+from tasks.submission import dump_predictions, prediction_path, register_writer, write_predictions
+from tasks.vqa import write_vqa_submission
 
 
 def test_vqa_soft_score_accuracy() -> None:

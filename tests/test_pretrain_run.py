@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.synthetic import SyntheticConfig, generate
 from engine import recipes
 from engine.config import TrainConfig
 from engine.state import seed_everything
@@ -22,6 +21,7 @@ from lxrt import CheckpointError, LXRTConfig, load_state, read_state_dict
 from pretrain.lxmert_pretrain import build_parser, options_from_args
 from pretrain.task import PretrainOptions, PretrainTask
 from tasks.answers import convert_ans
+from tasks.synthetic import SyntheticConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = ["Mask_LM", "Matched", "Obj", "Attr", "Feat", "QA"]

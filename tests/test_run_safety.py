@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.synthetic import SyntheticConfig, generate
 from lxrt import LXRTConfig
 from tasks import gqa, nlvr2, vqa
+from tasks.synthetic import SyntheticConfig, generate
 
 SMALL = SyntheticConfig(
     seed=3, coco_train_images=12, coco_val_images=10, minival_images=4, coco_test_images=4, vg_images=12,

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.synthetic import SyntheticConfig, generate
 from engine import recipes
 from engine.loop import run
 from lxrt import LXRTConfig
@@ -22,6 +21,7 @@ from tasks.answers import DataFormatError
 from tasks.snli_ve import LABELS, SNLIVEDataset, SNLIVETask, write_snli_ve_predictions
 from tasks.snli_ve_prepare import prepare
 from tasks.submission import prediction_path
+from tasks.synthetic import SyntheticConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = SyntheticConfig(seed=4, coco_train_images=4, coco_val_images=3, minival_images=1, coco_test_images=1,

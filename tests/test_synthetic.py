@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.synthetic import COLORS, SHAPES, SyntheticConfig, generate, main, output_files
 from features.tsv import iter_tsv
 from lxrt.tokenizer import LXRTTokenizer
 from tasks.answers import AnswerTable, PretrainAnswerTable, convert_ans
 from tasks.gqa_data import GQADataset
 from tasks.nlvr2_data import NLVR2Dataset
+from tasks.synthetic import COLORS, SHAPES, SyntheticConfig, generate, main, output_files
 from tasks.vqa_data import VQADataset
 
 SMALL = SyntheticConfig(

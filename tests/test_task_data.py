@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.synthetic import SyntheticConfig, generate
 from features.store import open_store
 from lxrt.tokenizer import LXRTTokenizer
 from tasks.answers import AnswerTable, DataFormatError, PretrainAnswerTable, convert_ans, load_json
 from tasks.data_common import ImageFeatures, MissingFeaturesError, QACollator, parse_splits, subset_topk
 from tasks.gqa_data import GQADataset, gqa_feature_files
 from tasks.nlvr2_data import NLVR2Dataset, nlvr2_feature_files
+from tasks.synthetic import SyntheticConfig, generate
 from tasks.vqa_data import VQADataset, vqa_feature_files
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.synthetic import SyntheticConfig, generate
 from engine import recipes
 from engine.loop import STEPS_FILE, run
 from engine.state import RESUME_FILE, load_training_state, save_training_state
 from lxrt import LXRTConfig, read_state_dict
+from tasks.synthetic import SyntheticConfig, generate
 from tasks.vqa import VQATask
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ from typing import Any
 from demo.easy_vqa_data import image_path
 from demo.plots import plot_learning_curves, plot_prediction_grid
 from demo.task import accuracy_by_type, type_key
-from tasks.answers import DataFormatError
 from lxrt.fileio import atomic_write_text
+from tasks.answers import DataFormatError
 
 GRID_SIZE = 16
 MAX_WRONG_SHOWN = 4

@@ -32,8 +32,10 @@ from lxrt import LXRTConfig
 from tasks.answers import DataFormatError, convert_ans
 from tasks.data_common import ImageFeatures, TaskDataset
 from tasks.metrics import soft_score_accuracy
+from tasks.presentation import Presentation
 from tasks.qa_task import QATask, pretrain_answers
-from tasks.submission import write_vqa_submission
+from tasks.registry import register_task
+from tasks.vqa import write_vqa_submission
 from tasks.vqa_data import VQADataset
 from tasks.weights import load_initial_weights
 
@@ -146,12 +148,16 @@ class StandardizingCollator:
         return batch
 
 
+@register_task
 class EasyVQATask(QATask):
     """VQA's classifier over easy-VQA's 13 answers; accuracy overall and per question type."""
 
     name = TASK
+    aliases = ("demo",)
     dataset_class = EasyVQADataset
     eval_batch_size = 512
+    known_splits = ("train", "minival", "test")
+    presentation = Presentation(images="one", text="question", output="answers")
 
     _stats: tuple[np.ndarray, np.ndarray] | None = None
 

@@ -71,7 +71,8 @@ def build_parser(description: str, recipe: str) -> argparse.ArgumentParser:
     g.add_argument("--multiGPU", action="store_true", help="use every visible GPU (the run script starts torchrun)")
     g.add_argument("--numWorkers", type=int, help="DataLoader worker processes")
     n = p.add_argument_group("new flags")
-    n.add_argument("--data-root", dest="data_root", help="folder holding vqa/, gqa/, mscoco_imgfeat/, ...")
+    n.add_argument("--data-root", dest="data_root",
+                   help="folder holding the task's data folder and the *_imgfeat/ feature folders")
     n.add_argument("--model-config", dest="model_config",
                    help="model size: 'base' (LXMERT), 'tiny', or a JSON file of LXRTConfig fields")
     n.add_argument("--bert", help="HF BERT folder to initialize the language layers (without --fromScratch)")
@@ -126,7 +127,7 @@ def model_config(spec: str | None, base: LXRTConfig) -> LXRTConfig:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The recipe named by ``--recipe`` with every flag given on the command line applied."""
     cfg = recipes.get(args.recipe)
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {"recipe": args.recipe}
     for flag, name in _FIELDS.items():
         value = getattr(args, flag, None)
         if value is not None:

@@ -18,7 +18,8 @@ class TrainConfig:
     the global batch: with N processes each takes ``batch_size // N`` examples per step.
     """
 
-    task: str = "vqa"
+    task: str = ""  # the registered task the run is for (recipes set it)
+    recipe: str = ""  # the recipe the run started from (set by the command line)
     output: str = "snap/run"
     train: str = ""
     valid: str = ""

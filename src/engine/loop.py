@@ -20,6 +20,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset
 from tqdm import tqdm
 
 from lxrt.checkpoint import atomic_write, save_state_dict
+from lxrt.snapshot import write_facts
 
 from . import distributed as dist_utils
 from .batch import Batch
@@ -129,11 +130,15 @@ class Trainer:
         return tqdm(it, total=total, desc=desc, dynamic_ncols=True, leave=False)
 
     def _save_weights(self, name: str | None) -> None:
+        """The weights in the original layout, and beside them what the snapshot is (``lxrt.snapshot``)."""
         if name is None:
             return
         state = dist_utils.full_state_dict(self.wrapped)
         if self.env.is_main:
-            save_state_dict(state, self.out / name)
+            facts = self.task.snapshot_facts(self.model)
+            save_state_dict(state, self.out / name, facts=facts)
+            if facts is not None:
+                write_facts(self.out / name, facts)
             self.log.info(f"saved {self.out / name}")
 
     # ----------------------------------------------------------------------------- evaluation

@@ -14,9 +14,17 @@ INITIAL_BEST_SCORE = 0.0
 INITIAL_BEST_LOSS = 9595.0
 
 
-def finetune_epoch_text(epoch: int, train_score: float, valid_score: float | None, best: float | None) -> str:
-    """``log_str`` of the original fine-tuning loop (scores are fractions, printed as percents)."""
-    text = f"\nEpoch {epoch}: Train {train_score * 100.0:0.2f}\n"
+def finetune_epoch_text(
+    epoch: int, train_score: float | None, valid_score: float | None, best: float | None
+) -> str | None:
+    """``log_str`` of the original fine-tuning loop (scores are fractions, printed as percents).
+
+    A task whose selection metric is not measured on the training batches (retrieval recall) has
+    no ``Train`` line; nothing at all is written when neither score is there.
+    """
+    if train_score is None and valid_score is None:
+        return None
+    text = "\n" if train_score is None else f"\nEpoch {epoch}: Train {train_score * 100.0:0.2f}\n"
     if valid_score is not None:
         best = valid_score if best is None else best
         text += f"Epoch {epoch}: Valid {valid_score * 100.0:0.2f}\n"

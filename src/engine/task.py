@@ -7,21 +7,48 @@ implement this interface in a small module.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from lxrt.snapshot import SnapshotFacts
+
 from .batch import Batch
 from .original_log import INITIAL_BEST_LOSS, INITIAL_BEST_SCORE, finetune_epoch_text
 
 
+@dataclass(frozen=True)
+class PredictSplit:
+    """What ``--test NAME`` reads and writes: ``load``, the split(s) read from the task's data folder;
+    ``output``, the ``<output>_predict`` file stem."""
+
+    load: str
+    output: str
+
+
+class SplitNameError(ValueError):
+    """A ``--train``/``--valid``/``--test`` name the task does not accept."""
+
+
 class Task(ABC):
-    """One vision-and-language task plugged into the shared loop."""
+    """One vision-and-language task plugged into the shared loop.
+
+    Besides the methods the loop calls, a task declares what it knows about its data, so that the
+    shared code never keeps a table keyed by task name: ``data_folder`` (under the data root),
+    ``known_splits`` (the ``--train``/``--valid`` names; None: any), ``server_splits`` (splits whose
+    predictions go to an evaluation server and must be complete) and ``predict_splits`` (how a
+    ``--test`` name is read, as the original reads it).
+    """
 
     name: str = "task"
+    data_folder: str | None = None
+    """Folder of the task's files under the data root (None: the task's name)."""
+    known_splits: tuple[str, ...] | None = None
+    server_splits: tuple[str, ...] = ()
     main_metric: str = "accuracy"
     """Key of ``score``'s result used for model selection (higher is better)."""
     select_by_loss: bool = False
@@ -59,14 +86,51 @@ class Task(ABC):
         ``train`` holds ``loss``, ``loss/<part>`` and the training-prediction metrics, ``valid`` the
         validation metrics (None without validation), ``best`` the best selection value so far.
         """
-        if self.main_metric not in train:
-            return None
         valid_score = valid.get(self.main_metric) if valid else None
-        return finetune_epoch_text(epoch, train[self.main_metric], valid_score, best)
+        return finetune_epoch_text(epoch, train.get(self.main_metric), valid_score, best)
+
+    @classmethod
+    def folder(cls) -> str:
+        """The task's folder under the data root."""
+        return cls.data_folder or cls.name
+
+    @classmethod
+    def predict_splits(cls, name: str) -> list[PredictSplit]:
+        """What ``--test name`` loads and writes, in order; raises ``SplitNameError`` on a name the task
+        does not accept. By default the named split is predicted into ``<name>_predict``."""
+        name = name.strip()
+        return [PredictSplit(name, name)]
+
+    @classmethod
+    def check_split_names(cls, names: Sequence[str], flag: str = "") -> None:
+        """Raise ``SplitNameError`` listing the accepted names when one of ``names`` is not one of them."""
+        if cls.known_splits is None:
+            return
+        bad = [n for n in names if n not in cls.known_splits]
+        if bad:
+            where = f"{flag} " if flag else ""
+            raise SplitNameError(
+                f"{where}{','.join(bad)}: unknown {cls.name} split name(s); accepted: {', '.join(cls.known_splits)}"
+            )
+
+    @classmethod
+    def feature_files(cls, splits: Sequence[str], root: Path, topk: int | None) -> dict[Path, int | None]:
+        """The region-feature TSVs ``splits`` read (path -> leading lines to load, None: all)."""
+        return {}
+
+    @classmethod
+    def missing_data_hints(cls, missing: Sequence[Path], root: Path) -> tuple[list[str], list[str]]:
+        """For a run whose files ``missing`` are absent: download groups to add to the command the
+        message gives, and lines saying how to build files no download provides as they are."""
+        return [], []
 
     def test_splits(self, name: str) -> list[tuple[str, str]]:
         """``--test name`` -> ``[(split to load, prediction file stem), ...]``; raises on names the task refuses."""
-        return [(name, name)]
+        return [(s.load, s.output) for s in self.predict_splits(name)]
+
+    def snapshot_facts(self, model: nn.Module) -> SnapshotFacts | None:
+        """What a snapshot of ``model`` is (written beside its weights); None: nothing is written."""
+        return None
 
     def load_pretrained(self, model: nn.Module) -> None:  # noqa: B027 - optional hook
         """Load initial weights (``--loadLXMERT``, ``--loadLXMERTQA``, BERT) before training."""
@@ -104,12 +168,13 @@ class Task(ABC):
         """Predictions of this batch, keyed by example id."""
 
     def prediction_codes(self, output: Any, batch: Batch) -> Tensor | None:
-        """One integer per example of ``batch`` (e.g. the argmax answer; -1: no prediction), left on
-        the device so the loop can collect a whole epoch without waiting for it; the loop turns them
-        into predictions once with ``decode_predictions``. None: the loop calls ``predict`` per batch."""
+        """One row per example of ``batch`` (e.g. the argmax answer as an integer, or a float score, or
+        a vector of them), left on the device so the loop can collect a whole epoch without waiting
+        for it; the loop turns them into predictions once with ``decode_predictions`` (which gets
+        each row as a Python number or list). None: the loop calls ``predict`` per batch."""
         return None
 
-    def decode_predictions(self, codes: list[int], ids: list[Any]) -> dict[Any, Any]:
+    def decode_predictions(self, codes: list[Any], ids: list[Any]) -> dict[Any, Any]:
         """Predictions keyed by example id from ``prediction_codes`` gathered over many batches."""
         raise NotImplementedError(f"{type(self).__name__} gives prediction codes but cannot decode them")
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .fileio import atomic_write, describe_file, not_a
+from .snapshot import FACTS_KEY, SnapshotFacts
 
 StateDict = dict[str, Tensor]
 
@@ -116,11 +117,12 @@ def _untie_safetensors(path: Path, state: StateDict) -> StateDict:
     return state
 
 
-def save_state_dict(state: Mapping[str, Tensor], path: str | Path) -> Path:
+def save_state_dict(state: Mapping[str, Tensor], path: str | Path, facts: SnapshotFacts | None = None) -> Path:
     """Write atomically: ``.safetensors`` by suffix, otherwise ``torch.save`` (the original format).
 
     Tensors that share storage (the tied LM decoder) are stored once in safetensors and restored
-    on read.
+    on read. A safetensors file carries ``facts`` (what the snapshot is) in its metadata; a ``.pth``
+    keeps the original layout, with the facts in a file beside it (``lxrt.snapshot.write_facts``).
     """
     path = Path(path)
     state = {k: v.detach().cpu() for k, v in state.items()}
@@ -136,7 +138,10 @@ def save_state_dict(state: Mapping[str, Tensor], path: str | Path) -> Path:
             else:
                 seen[ident] = k
                 unique[k] = v.contiguous()
-        return atomic_write(path, lambda tmp: save_file(unique, str(tmp), metadata={"tied": ",".join(tied)}))
+        metadata = {"tied": ",".join(tied)}
+        if facts is not None:
+            metadata[FACTS_KEY] = facts.to_json()
+        return atomic_write(path, lambda tmp: save_file(unique, str(tmp), metadata=metadata))
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 

@@ -121,8 +121,11 @@ def write_facts(weights: str | Path, facts: SnapshotFacts) -> Path:
 
 
 def read_facts(weights: str | Path) -> SnapshotFacts | None:
-    """The facts beside ``weights``, or None when there is no facts file (an original snapshot)."""
+    """The facts beside ``weights`` (or, for a safetensors file, in its metadata), or None when there
+    are none (an original snapshot)."""
     path = facts_path(weights)
+    if Path(weights).suffix == ".safetensors" and not path.is_file():
+        return _safetensors_facts(Path(weights))
     if not path.is_file():
         return None
     try:
@@ -130,3 +133,18 @@ def read_facts(weights: str | Path) -> SnapshotFacts | None:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SnapshotFactsError(f"{path}: not valid JSON ({err})") from None
     return SnapshotFacts.from_dict(data, source=str(path))
+
+
+def _safetensors_facts(weights: Path) -> SnapshotFacts | None:
+    if not weights.is_file():
+        return None
+    from safetensors import safe_open  # only safetensors files need it
+
+    with safe_open(str(weights), framework="pt") as f:
+        text = (f.metadata() or {}).get(FACTS_KEY)
+    if text is None:
+        return None
+    try:
+        return SnapshotFacts.from_dict(json.loads(text), source=f"{weights} (metadata)")
+    except json.JSONDecodeError as err:
+        raise SnapshotFactsError(f"{weights}: its {FACTS_KEY} metadata is not valid JSON ({err})") from None

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--visualLosses", default="obj,attr,feat", help="masked-region targets: obj, attr, feat")
     g.add_argument("--wordMaskRate", type=float, default=0.15, help="fraction of wordpieces selected")
     g.add_argument("--objMaskRate", type=float, default=0.15, help="fraction of regions selected")
-    g.add_argument("--qaSets", default=None, help="restrict the answer table to vqa,gqa,visual7w subsets")
+    g.add_argument("--qaSets", default=None,
+                   help="keep only the answers of these QA sources (dsets of all_ans.json, comma-separated)")
     g.add_argument(
         "--lossCompat", choices=LOSS_COMPAT, default="original",
         help="original: the released losses; corrected: obj/attr on masked regions only, no LM/QA "
@@ -110,10 +111,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     if not args.print_config:
-        from pretrain.data import feature_files
         from tasks.preflight import preflight
 
-        preflight(cfg.task, cfg, multi_gpu=args.multiGPU, feature_files=feature_files)
+        preflight(PretrainTask, cfg, multi_gpu=args.multiGPU)
     task = PretrainTask(cfg, options)
     if args.print_config:
         cli.print_config_and_exit(cfg, task.options_dict())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -38,10 +38,12 @@ from lxrt import (
     resolve_checkpoint,
 )
 from lxrt.bert_init import BERT_BASE_NAME, load_bert_pretraining, resolve_bert
+from lxrt.snapshot import AnswerTableId, SnapshotFacts
 from lxrt.tokenizer import LXRTTokenizer
 from tasks.answers import PretrainAnswerTable, convert_ans
+from tasks.registry import register_task
 
-from .data import ExampleOptions, PretrainDataset, collate, image_limit, load_corpus
+from .data import SPLIT_FEATURES, ExampleOptions, PretrainDataset, collate, feature_files, image_limit, load_corpus
 from .losses import LOSS_COMPAT, LossOptions, labels_positions, pretraining_loss
 
 SCHEDULES = ("single", "paper")
@@ -110,14 +112,21 @@ def answer_table_path(data_root: str | Path) -> Path:
     return candidate if candidate.is_file() else SHIPPED_ANSWERS
 
 
+@register_task
 class PretrainTask(Task):
     """Masked LM, matching, masked-object prediction and image QA over the pretraining corpus."""
 
     name = "lxmert_pretrain"
+    data_folder = "lxmert"
+    known_splits = tuple(SPLIT_FEATURES)
     main_metric = "accuracy"  # image-QA accuracy, reported; the best snapshot is chosen by loss
     select_by_loss = True
     best_name = "BEST_EVAL_LOSS_LXRT.pth"
     last_name = None  # the last epoch's EpochXX_LXRT.pth is the final model
+
+    @classmethod
+    def feature_files(cls, splits: Sequence[str], root: Path, topk: int | None) -> dict[Path, int | None]:
+        return feature_files(splits, root, topk)
 
     def __init__(self, cfg: TrainConfig, options: PretrainOptions | None = None) -> None:
         self.cfg = cfg
@@ -160,6 +169,16 @@ class PretrainTask(Task):
         """The original's epoch report: mean total and per-task losses, then image-QA accuracy, for the
         training epoch and the validation pass."""
         return pretrain_epoch_text(epoch, train, valid, PRINTED_LOSSES)
+
+    def snapshot_facts(self, model: nn.Module) -> SnapshotFacts:
+        return SnapshotFacts(
+            task=self.name,
+            model=self.model_config,
+            num_outputs=len(self.answers),
+            answers=AnswerTableId.of(self.answers.answers, str(self.answers.path)),
+            recipe=self.cfg.recipe,
+            max_seq_length=self.cfg.max_seq_length,
+        )
 
     def snapshot_name(self, epoch: int) -> str | None:
         """``Epoch01_LXRT.pth`` after the first (0-based ``epoch`` 0) epoch, as the original names it."""

@@ -19,8 +19,6 @@ import numpy as np
 from lxrt.fileio import describe_file
 from lxrt.qa_answer_table import convert_ans
 
-QA_SETS: tuple[str, ...] = ("vqa", "gqa", "visual7w")
-
 
 class DataFormatError(ValueError):
     """A data file that does not follow the expected format; the message names file and record."""
@@ -78,9 +76,9 @@ class AnswerTable:
         )
 
     @classmethod
-    def for_task(cls, task: str, root: str | Path = "data") -> AnswerTable:
-        """``data/<task>/trainval_ans2label.json`` and ``trainval_label2ans.json``."""
-        folder = Path(root) / task
+    def for_task(cls, folder_name: str, root: str | Path = "data") -> AnswerTable:
+        """``<root>/<folder_name>/trainval_ans2label.json`` and ``trainval_label2ans.json``."""
+        folder = Path(root) / folder_name
         return cls.from_files(folder / "trainval_ans2label.json", folder / "trainval_label2ans.json")
 
     @property
@@ -124,12 +122,6 @@ class PretrainAnswerTable:
         entries = load_json(self.path)
         if not isinstance(entries, list):
             raise DataFormatError(f"{self.path}: expected a list of {{'ans': ..., 'dsets': [...]}} entries")
-        wanted = None
-        if qa_sets is not None:
-            wanted = {s.strip() for s in qa_sets if s.strip()}
-            unknown = sorted(wanted - set(QA_SETS))
-            if unknown:
-                raise ValueError(f"unknown QA sets {unknown}; choose from {list(QA_SETS)}")
         answers: list[str] = []
         for i, entry in enumerate(entries):
             if (
@@ -138,6 +130,14 @@ class PretrainAnswerTable:
                 or not isinstance(entry.get("dsets"), list)
             ):
                 raise DataFormatError(f"{self.path}: entry {i} must be {{'ans': str, 'dsets': [str, ...]}}")
+        known = sorted({d for entry in entries for d in entry["dsets"]})
+        wanted = None
+        if qa_sets is not None:
+            wanted = {s.strip() for s in qa_sets if s.strip()}
+            unknown = sorted(wanted - set(known))
+            if unknown:
+                raise ValueError(f"unknown QA sets {unknown}; {self.path} has answers of {known}")
+        for entry in entries:
             if wanted is None or wanted & set(entry["dsets"]):
                 answers.append(entry["ans"])
         self.answers = answers

@@ -11,7 +11,7 @@ only what differs (VQA/GQA: soft-score targets and the answer table; see ``tasks
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,13 +22,13 @@ from engine.batch import Batch
 from engine.config import TrainConfig
 from engine.report import get_logger
 from engine.task import Task
-from lxrt import LXRTConfig
+from lxrt import CheckpointError, LXRTConfig, resolve_checkpoint
+from lxrt.snapshot import AnswerTableId, SnapshotFacts, read_facts
 from lxrt.tokenizer import LXRTTokenizer
 from tasks.completeness import check_server_split, note_incomplete, submission_ids
 from tasks.data_common import TaskDataset, subset_topk
 from tasks.metrics import metric
 from tasks.models import Classifier
-from tasks.splits import resolve_test_splits
 from tasks.submission import write_predictions
 from tasks.weights import load_initial_weights
 
@@ -57,6 +57,10 @@ class FinetuneTask(Task):
             raise NotImplementedError(f"{type(self).__name__} must set num_classes (its dataset has no label_classes)")
         return len(classes)
 
+    @classmethod
+    def feature_files(cls, splits: Sequence[str], root: Path, topk: int | None) -> dict[Path, int | None]:
+        return cls.dataset_class.feature_files(splits, root, topk)
+
     # -- command line
     @classmethod
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
@@ -72,26 +76,24 @@ class FinetuneTask(Task):
         return {}
 
     # -- data
-    def make_dataset(self, splits: str, topk: int | None) -> TaskDataset:
-        """A new dataset of ``splits`` (``topk``: the ``--tiny``/``--fast`` subset size or None)."""
+    def make_dataset(self, splits: str, topk: int | None, train: bool = False) -> TaskDataset:
+        """A new dataset of ``splits`` (``topk``: the ``--tiny``/``--fast`` subset size or None); ``train``
+        asks for the training view (a task whose training examples differ from its evaluation examples,
+        such as retrieval's sampled negatives against its whole gallery, builds them here)."""
         return self.dataset_class(splits, root=self.cfg.data_root, topk=topk)
 
     def dataset(self, splits: str, train: bool, full: bool = False) -> TaskDataset:
-        key = (splits, full)
+        key = (splits, train, full)
         if key not in self._datasets:
             topk = None if full else subset_topk(self.cfg.tiny, self.cfg.fast)
-            self._datasets[key] = self.make_dataset(splits, topk)
+            self._datasets[key] = self.make_dataset(splits, topk, train=train)
             if full:  # a server split is complete or the run stops here (tasks.completeness)
-                check_server_split(self.name, self._datasets[key], self.cfg.allow_missing, self.cfg.output)
+                check_server_split(self, self._datasets[key], self.cfg.allow_missing, self.cfg.output)
         return self._datasets[key]
 
     def collator(self, dataset: TaskDataset) -> Callable[[list[Any]], Batch]:
         # Features stay in the store's dtype (fp16 by default); the model casts on its device.
         return dataset.collator(self.tokenizer, max_length=self.cfg.max_seq_length, feat_dtype=None)
-
-    def test_splits(self, name: str) -> list[tuple[str, str]]:
-        """``--test name`` as the original reads it: (split to load, ``<output>_predict`` stem) pairs."""
-        return [(s.load, s.output) for s in resolve_test_splits(self.name, name)]
 
     def first_dataset(self) -> TaskDataset:
         """The dataset the run reads first (test in a test run, which only predicts; else train, else
@@ -106,11 +108,39 @@ class FinetuneTask(Task):
     # -- model
     def build_model(self) -> nn.Module:
         images = len(self.dataset_class.image_keys)
-        config = model_config_for(self.cfg, self.first_dataset())
+        config = model_config_for(self.cfg, self.first_dataset(), self.load_facts())
         return Classifier(config, self.num_classes, pooled_only=self.cfg.pooled_only, images_per_example=images)
 
     def load_pretrained(self, model: nn.Module) -> None:
         load_initial_weights(model, self.cfg)
+
+    def answer_table_id(self) -> AnswerTableId | None:
+        """The identity of the answer table the head's rows follow (None: the classes are the task's own)."""
+        return None
+
+    def snapshot_facts(self, model: nn.Module) -> SnapshotFacts:
+        return SnapshotFacts(
+            task=self.name,
+            model=model.config,
+            num_outputs=self.num_classes,
+            answers=self.answer_table_id(),
+            recipe=self.cfg.recipe,
+            images_per_example=len(self.dataset_class.image_keys),
+            max_seq_length=self.cfg.max_seq_length,
+        )
+
+    def load_facts(self) -> SnapshotFacts | None:
+        """The facts of the ``--load`` snapshot, checked against this run (None: no ``--load``, or a
+        snapshot without facts, such as the original's)."""
+        if not self.cfg.load:
+            return None
+        if not hasattr(self, "_load_facts"):
+            file = resolve_checkpoint(self.cfg.load, suffixes=(".pth", ""))
+            facts = read_facts(file)
+            if facts is not None:
+                check_snapshot_facts(facts, self.name, self.num_classes, self.answer_table_id(), file)
+            self._load_facts = facts
+        return self._load_facts
 
     # -- loss, predictions, metrics, files
     def loss(self, output: Tensor, batch: Batch) -> tuple[Tensor, Mapping[str, Tensor]]:
@@ -132,7 +162,7 @@ class FinetuneTask(Task):
 
     def labels(self, dataset: TaskDataset) -> dict[Any, Any]:
         """Example id -> ``label`` of a labelled dataset."""
-        return {rec[dataset.id_key]: rec["label"] for rec in dataset.data}
+        return {rec[dataset.id_key]: rec[dataset.label_key] for rec in dataset.data}
 
     def score(self, predictions: Mapping[Any, Any], dataset: TaskDataset) -> dict[str, float]:
         if not dataset.has_labels or not predictions:
@@ -145,16 +175,43 @@ class FinetuneTask(Task):
     ) -> list[Path]:
         expected = submission_ids(dataset, self.cfg.allow_missing)
         written = write_predictions(self.name, predictions, output_dir, split, expected=expected)
-        note_incomplete(self.name, dataset, written)
+        note_incomplete(self, dataset, written)
         return [written]
 
 
-def model_config_for(cfg: TrainConfig, dataset: TaskDataset) -> LXRTConfig:
-    """The run's model config with the feature width of the data (logged when they differ)."""
-    width = dataset.features.feat_dim
-    if width != cfg.model.visual_feat_dim:
-        get_logger().info(
-            f"features of {dataset.name} are {width}-d: model visual_feat_dim {cfg.model.visual_feat_dim} -> {width}"
+def check_snapshot_facts(
+    facts: SnapshotFacts, task: str, num_outputs: int, answers: AnswerTableId | None, file: Path
+) -> None:
+    """Stop when a snapshot is of another task, or its head follows another answer table."""
+    if facts.task != task:
+        raise CheckpointError(f"{file} is a snapshot of task {facts.task!r} (its facts file says so), not {task!r}")
+    if facts.num_outputs != num_outputs:
+        raise CheckpointError(
+            f"{file}: its head has {facts.num_outputs} outputs, this run's {task} head {num_outputs}"
         )
-        return cfg.model.replace(visual_feat_dim=width)
-    return cfg.model
+    if answers is not None and facts.answers is not None and facts.answers.sha256 != answers.sha256:
+        raise CheckpointError(
+            f"{file} was trained on answer table {facts.answers.name} ({facts.answers.count} answers, sha256 "
+            f"{facts.answers.sha256[:12]}), this run reads {answers.name} ({answers.count}, {answers.sha256[:12]}): "
+            "its rows would mean other answers"
+        )
+
+
+def model_config_for(cfg: TrainConfig, dataset: TaskDataset, facts: SnapshotFacts | None = None) -> LXRTConfig:
+    """The model config: the ``--load`` snapshot's when its facts give one, else the run's, with the
+    feature width of the data (logged when they differ)."""
+    log = get_logger()
+    base = cfg.model
+    if facts is not None and facts.model != cfg.model:
+        log.info(f"model sizes from the facts of the --load snapshot: {facts.model}")
+        base = facts.model
+    width = dataset.features.feat_dim
+    if width != base.visual_feat_dim:
+        if facts is not None:
+            raise CheckpointError(
+                f"--load {cfg.load}: the snapshot reads {base.visual_feat_dim}-d region features, "
+                f"{dataset.name}'s are {width}-d"
+            )
+        log.info(f"features of {dataset.name} are {width}-d: model visual_feat_dim {base.visual_feat_dim} -> {width}")
+        return base.replace(visual_feat_dim=width)
+    return base

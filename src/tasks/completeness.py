@@ -13,14 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.report import get_logger
+from engine.task import Task
 from lxrt.fileio import atomic_write
-
-SERVER_SPLITS: dict[str, tuple[str, ...]] = {
-    "vqa": ("test",),
-    "gqa": ("submit",),
-    "nlvr2": ("test", "hidden"),
-}
-"""Splits whose predictions go to an evaluation server (no local labels to score against)."""
 
 SHOWN_IDS = 10
 
@@ -29,8 +23,9 @@ class IncompleteSubmissionError(RuntimeError):
     """A server split with questions whose image features are missing."""
 
 
-def is_server_split(task: str, split: str) -> bool:
-    return split in SERVER_SPLITS.get(task, ())
+def is_server_split(task: Task | type[Task], split: str) -> bool:
+    """Whether ``task`` sends ``split``'s predictions to an evaluation server (its ``server_splits``)."""
+    return split in task.server_splits
 
 
 def missing_records(dataset: Any) -> list[dict[str, Any]]:
@@ -57,7 +52,7 @@ def write_missing_list(dataset: Any, recs: list[dict[str, Any]], path: Path) -> 
 
 
 def check_server_split(
-    task: str, dataset: Any, allow_missing: bool, output_dir: str | Path | None = None
+    task: Task | type[Task], dataset: Any, allow_missing: bool, output_dir: str | Path | None = None
 ) -> None:
     """Raise ``IncompleteSubmissionError`` when a server split of ``task`` lost records to missing
     features (how many, which ids, which feature files were read); with ``allow_missing``, log it."""
@@ -75,7 +70,7 @@ def check_server_split(
             listed = write_missing_list(dataset, recs, Path(output_dir) / f"{split}_missing.txt")
         where = f"; all of them are listed in {listed}" if listed else ""
         what = (
-            f"{task} {split}: {len(recs)} of {total} {dataset.id_key}s have no image features in {files}: "
+            f"{task.name} {split}: {len(recs)} of {total} {dataset.id_key}s have no image features in {files}: "
             f"{_describe(dataset, recs)}{where}"
         )
         if not allow_missing:
@@ -101,7 +96,7 @@ def submission_ids(dataset: Any, allow_missing: bool) -> list[Any]:
     return [rec[dataset.id_key] for rec in recs]
 
 
-def note_incomplete(task: str, dataset: Any, written: Path) -> None:
+def note_incomplete(task: Task | type[Task], dataset: Any, written: Path) -> None:
     """After ``--allow-missing`` wrote a server split: say once more, last, what the file lacks."""
     split_of = getattr(dataset, "split_of", {})
     recs = [r for r in missing_records(dataset)

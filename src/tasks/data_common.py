@@ -216,6 +216,8 @@ class TaskDataset(Dataset):
     image_keys: tuple[str, ...] = ("img_id",)
     label_classes: tuple[str, ...] | None = None
     """String class names of ``label`` (None: labels are checked by ``check_record`` of the task)."""
+    label_key: str = "label"
+    """The field holding a record's gold answer (absent in unlabelled test splits)."""
     subset_by: str = "feature_lines"
 
     def __init__(
@@ -297,7 +299,7 @@ class TaskDataset(Dataset):
 
     @property
     def has_labels(self) -> bool:
-        return bool(self.data) and all("label" in rec for rec in self.data)
+        return bool(self.data) and all(self.label_key in rec for rec in self.data)
 
     def __len__(self) -> int:
         return len(self.data)

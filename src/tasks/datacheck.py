@@ -3,12 +3,13 @@ the ``bash run/download_data.bash`` command that fetches it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from datatools import sources as manifest
+from engine.task import Task
 from features.store import store_path_for
-from tasks.splits import run_splits
+from tasks.splits import as_task, run_splits
 
 
 class MissingDataError(FileNotFoundError):
@@ -18,13 +19,8 @@ class MissingDataError(FileNotFoundError):
         return str(self.args[0])
 
 
-FeatureFiles = Callable[[Sequence[str], Path, int | None], Mapping[Path, int | None]]
-"""A dataset's ``feature_files(splits, root, topk)``: the feature TSVs its splits read."""
-
-
-def split_file(task: str, split: str, root: Path) -> Path:
-    folder = "lxmert" if task == "lxmert_pretrain" else task
-    return root / folder / f"{split}.json"
+def split_file(task: type[Task], split: str, root: Path) -> Path:
+    return root / task.folder() / f"{split}.json"
 
 
 def _features_present(tsv: Path) -> bool:
@@ -33,16 +29,13 @@ def _features_present(tsv: Path) -> bool:
     return any(tsv.parent.glob(f"{tsv.stem}.top*.store")) if tsv.parent.is_dir() else False
 
 
-def missing_files(
-    task: str, splits: Iterable[str], root: str | Path, feature_files: FeatureFiles | None = None
-) -> list[Path]:
-    """Question files and feature TSVs (or their stores) of ``splits`` that are absent, in order;
-    ``feature_files``: the task dataset's own mapping from splits to TSVs (None: question files only)."""
+def missing_files(task: type[Task], splits: Iterable[str], root: str | Path) -> list[Path]:
+    """Question files and feature TSVs (or their stores) of ``splits`` that are absent, in order (the
+    task names its feature files, ``Task.feature_files``)."""
     root = Path(root)
     missing: list[Path] = []
     for split in splits:
-        tsvs = feature_files([split], root, None) if feature_files is not None else {}
-        for path in (split_file(task, split, root), *tsvs):
+        for path in (split_file(task, split, root), *task.feature_files([split], root, None)):
             present = _features_present(path) if path.suffix == ".tsv" else path.is_file()
             if not present and path not in missing:
                 missing.append(path)
@@ -60,19 +53,20 @@ def download_groups(paths: Iterable[Path], root: Path) -> list[str]:
         for src in manifest.SOURCES:
             if rel in (src.dest, *src.outputs) and src.group not in groups:
                 groups.append(src.group)
-        if rel.startswith("data/nlvr2/") and rel.endswith(".json") and "nlvr2" not in groups:
-            groups.append("nlvr2")
     return groups
 
 
-def require_data(task: str, train: str, valid: str, test: str, root: str | Path,
-                 pretrained: Iterable[str] = (), feature_files: FeatureFiles | None = None) -> None:
+def require_data(task: type[Task] | str, train: str, valid: str, test: str, root: str | Path,
+                 pretrained: Iterable[str] = ()) -> None:
     """Raise ``MissingDataError`` naming every missing file of the run's splits (and pretrained
     weights), the exact download command and ``--data-root``."""
+    task = as_task(task)
     root = Path(root)
     splits = run_splits(task, train, valid, test)
-    missing = missing_files(task, splits, root, feature_files)
+    missing = missing_files(task, splits, root)
     groups = download_groups(missing, root)
+    more_groups, hints = task.missing_data_hints(missing, root)
+    groups += [g for g in more_groups if g not in groups]
     for ckpt in pretrained:
         if ckpt and not any(Path(ckpt + s).is_file() for s in ("", ".pth", "_LXRT.pth")):
             missing.append(Path(ckpt + "_LXRT.pth"))
@@ -81,14 +75,12 @@ def require_data(task: str, train: str, valid: str, test: str, root: str | Path,
         return
     shown = "\n".join(f"  {p}" for p in missing)
     data_root = f" --data-root {root}" if root != Path("data") else ""
-    lines = [f"{task}: the data this run needs is not there ({len(missing)} missing):", shown]
+    lines = [f"{task.name}: the data this run needs is not there ({len(missing)} missing):", shown]
     if groups:
         lines.append(f"Fetch it with:\n  bash run/download_data.bash {' '.join(groups)}{data_root}")
-    if any(p.parent.name == "nlvr2" and p.suffix == ".json" for p in missing):
-        lines.append(f"then build the NLVR2 files: python -m tasks.nlvr2_prepare --raw {root}/nlvr2/nlvr/nlvr2/data "
-                     f"--out {root}/nlvr2")
+    lines += hints
     lines.append(f"If the data is elsewhere, pass --data-root DIR (now: {root}), the folder holding "
-                 f"{task if task != 'lxmert_pretrain' else 'lxmert'}/ and the *_imgfeat/ folders. "
+                 f"{task.folder()}/ and the *_imgfeat/ folders. "
                  "To try the code without the real data: python -m tasks.synthetic --out DIR, "
                  "then --data-root DIR.")
     raise MissingDataError("\n".join(lines))

@@ -29,7 +29,7 @@ def main(task_cls: type[FinetuneTask], argv: Sequence[str] | None = None) -> dic
     cfg = cli.config_from_args(args)
     check_recipe_task(args.recipe, cfg, task_cls.name)
     if not args.print_config:
-        preflight(cfg.task, cfg, multi_gpu=args.multiGPU, feature_files=task_cls.dataset_class.feature_files)
+        preflight(task_cls, cfg, multi_gpu=args.multiGPU)
     with user_errors():
         task = task_cls.from_args(cfg, args)
         if args.print_config:

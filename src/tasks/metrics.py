@@ -1,6 +1,6 @@
-"""Task metrics: the original's local evaluators, the official VQA accuracy, NLVR2 consistency.
+"""Task metrics: the original's local evaluators and the official VQA accuracy.
 
-Predictions are ``{example id: answer}`` mappings (VQA/GQA answer strings, NLVR2 0/1 or bool);
+Predictions are ``{example id: answer}`` mappings (answer strings, class names or indices);
 results are fractions in [0, 1]. ``metric(name)`` returns a registered ``(predictions, labels) ->
 float``; a task names the ones it reports (``FinetuneTask.metrics``), and a new metric is added with
 ``@register_metric("name")``.
@@ -9,10 +9,11 @@ float``; a task names the ones it reports (``FinetuneTask.metrics``), and a new 
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from collections.abc import Callable, Container, Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+
+from tasks.registry import same_definition
 
 Metric = Callable[[Mapping[Any, Any], Mapping[Any, Any]], float]
 _METRICS: dict[str, Metric] = {}
@@ -22,8 +23,8 @@ def register_metric(name: str) -> Callable[[Metric], Metric]:
     """Decorator: make ``fn(predictions, labels) -> float`` available as ``metric(name)``."""
 
     def add(fn: Metric) -> Metric:
-        if _METRICS.get(name, fn) is not fn:
-            raise ValueError(f"metric {name!r} is already registered")
+        if not same_definition(_METRICS.get(name, fn), fn):
+            raise ValueError(f"metric {name!r} is already registered ({_METRICS[name].__module__})")
         _METRICS[name] = fn
         return fn
 
@@ -41,7 +42,7 @@ def metric(name: str) -> Metric:
 # ---- local (original) evaluators ----------------------------------------------------------------
 
 
-def _check_predictions(predictions: Mapping[Any, Any], labels: Mapping[Any, Any]) -> None:
+def check_predictions(predictions: Mapping[Any, Any], labels: Mapping[Any, Any]) -> None:
     if not predictions:
         raise ValueError("no predictions to score")
     missing = [qid for qid in predictions if qid not in labels]
@@ -57,14 +58,14 @@ def soft_score_accuracy(predictions: Mapping[Any, str], labels: Mapping[Any, Map
     annotators) make it the official accuracy restricted to the answer table; GQA labels hold one
     answer with score 1, so it is exact-match accuracy.
     """
-    _check_predictions(predictions, labels)
+    check_predictions(predictions, labels)
     return sum(float(labels[qid].get(ans, 0.0)) for qid, ans in predictions.items()) / len(predictions)
 
 
 @register_metric("exact_match")
 def exact_match_accuracy(predictions: Mapping[Any, Any], labels: Mapping[Any, Any]) -> float:
     """Fraction of predicted examples whose prediction equals the label (string or integer classes)."""
-    _check_predictions(predictions, labels)
+    check_predictions(predictions, labels)
     return sum(pred == labels[i] for i, pred in predictions.items()) / len(predictions)
 
 
@@ -218,49 +219,5 @@ def vqa_official_score(
     predictions: Mapping[int, str], gt_answers: Mapping[int, Sequence[str | Mapping[str, Any]]]
 ) -> float:
     """Mean official accuracy (a fraction, unrounded) over predicted questions, given their human answers."""
-    _check_predictions(predictions, gt_answers)
+    check_predictions(predictions, gt_answers)
     return sum(vqa_official_accuracy(ans, gt_answers[qid]) for qid, ans in predictions.items()) / len(predictions)
-
-
-# ---- NLVR2 ----------------------------------------------------------------------------------------
-
-
-def _as_label(value: Any, what: str) -> int:
-    if isinstance(value, str) and value in ("True", "False"):
-        return int(value == "True")
-    if value in (0, 1):  # also True / False
-        return int(value)
-    raise ValueError(f"{what}: expected 0/1, True/False, got {value!r}")
-
-
-@register_metric("nlvr2_accuracy")
-def nlvr2_accuracy(predictions: Mapping[str, Any], labels: Mapping[str, Any]) -> float:
-    """Fraction of examples whose predicted truth value equals the label."""
-    _check_predictions(predictions, labels)
-    right = sum(_as_label(p, i) == _as_label(labels[i], i) for i, p in predictions.items())
-    return right / len(predictions)
-
-
-def nlvr2_sentence_id(identifier: str) -> str:
-    """The sentence an NLVR2 example belongs to, keyed as the official evaluation script does.
-
-    Identifiers are ``split-set-pair-sentence`` (``dev-850-0-0``; the images are
-    ``dev-850-0-img0/1``). One sentence is paired with several image pairs, so the official
-    script blanks the pair field: ``dev-850-0-0`` -> ``dev-850--0``.
-    """
-    parts = identifier.split("-")
-    if len(parts) < 4:
-        raise ValueError(f"NLVR2 identifier {identifier!r} is not split-set-pair-sentence")
-    parts[2] = ""
-    return "-".join(parts)
-
-
-@register_metric("nlvr2_consistency")
-def nlvr2_consistency(predictions: Mapping[str, Any], labels: Mapping[str, Any]) -> float:
-    """Fraction of sentences all of whose predicted image pairs are right (official NLVR2 metric)."""
-    _check_predictions(predictions, labels)
-    consistent: dict[str, bool] = defaultdict(lambda: True)
-    for ident, pred in predictions.items():
-        sid = nlvr2_sentence_id(ident)
-        consistent[sid] = consistent[sid] and _as_label(pred, ident) == _as_label(labels[ident], ident)
-    return sum(consistent.values()) / len(consistent)

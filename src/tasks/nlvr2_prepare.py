@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.answers import DataFormatError
 from lxrt.fileio import atomic_write_text
+from tasks.answers import DataFormatError
 
 RAW_TO_SPLIT = {"train": "train", "dev": "valid", "test1": "test"}
 

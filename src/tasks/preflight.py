@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import torch
 
 from engine.config import TrainConfig
+from engine.task import Task
 from engine.validate import ResumeMismatchError, multi_gpu_note
 from features.store import StoreError
 from features.tsv import TSVFormatError
@@ -19,7 +20,7 @@ from lxrt.fileio import DiskFullError
 from tasks.answers import DataFormatError
 from tasks.completeness import IncompleteSubmissionError
 from tasks.data_common import MissingFeaturesError
-from tasks.datacheck import FeatureFiles, MissingDataError, require_data
+from tasks.datacheck import MissingDataError, require_data
 from tasks.splits import SplitNameError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -38,16 +39,14 @@ def user_errors() -> Iterator[None]:
         raise SystemExit(f"error: {e}") from None
 
 
-def preflight(
-    task_name: str, cfg: TrainConfig, multi_gpu: bool = False, feature_files: FeatureFiles | None = None
-) -> None:
-    """Exit with one clear message when the run cannot start; warn about ``--multiGPU`` on a CPU.
-    ``feature_files``: the task dataset's ``feature_files``, so its feature TSVs are checked too."""
+def preflight(task: type[Task] | str, cfg: TrainConfig, multi_gpu: bool = False) -> None:
+    """Exit with one clear message when the run cannot start (split names, the data files and feature
+    TSVs of ``task``'s splits, pretrained weights); warn about ``--multiGPU`` on a CPU."""
     note = multi_gpu_note(multi_gpu, torch.cuda.is_available())
     if note:
         print(f"warning: {note}", file=sys.stderr)
     try:
         pretrained = [p for p in (cfg.load_lxmert, cfg.load_lxmert_qa) if p]
-        require_data(task_name, cfg.train, cfg.valid, cfg.test, cfg.data_root, pretrained, feature_files)
+        require_data(task, cfg.train, cfg.valid, cfg.test, cfg.data_root, pretrained)
     except (SplitNameError, MissingDataError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from engine.batch import Batch
 from engine.config import TrainConfig
 from engine.report import get_logger
+from lxrt.snapshot import AnswerTableId
 from tasks.answers import AnswerTable, PretrainAnswerTable, convert_ans
 from tasks.base import FinetuneTask
 from tasks.data_common import QADataset, TaskDataset
@@ -27,11 +28,21 @@ class QATask(FinetuneTask):
     dataset_class: type[QADataset]
     metrics = {"accuracy": "soft_score"}
     eval_batch_size = 1024
+    answers_from: ClassVar[str | None] = None
+    """The data folder whose ``trainval_{ans2label,label2ans}.json`` is the answer table (None: the
+    task's own); a task over VQA's answers with other splits names VQA's folder here."""
 
     def __init__(self, cfg: TrainConfig, mce_loss: bool = False) -> None:
         super().__init__(cfg)
         self.mce_loss = mce_loss
-        self.answers = AnswerTable.for_task(self.name, cfg.data_root)
+        self.answers = AnswerTable.for_task(self.answer_folder(), cfg.data_root)
+
+    @classmethod
+    def answer_folder(cls) -> str:
+        return cls.answers_from or cls.folder()
+
+    def answer_table_id(self) -> AnswerTableId:
+        return AnswerTableId.of(self.answers.label2ans, f"{self.answer_folder()}/trainval_label2ans.json")
 
     def options_dict(self) -> dict[str, Any]:
         return {"mce_loss": self.mce_loss}
@@ -40,7 +51,7 @@ class QATask(FinetuneTask):
     def num_classes(self) -> int:
         return self.answers.num_answers
 
-    def make_dataset(self, splits: str, topk: int | None) -> TaskDataset:
+    def make_dataset(self, splits: str, topk: int | None, train: bool = False) -> TaskDataset:
         return self.dataset_class(splits, root=self.cfg.data_root, topk=topk, answers=self.answers)
 
     def load_pretrained(self, model: nn.Module) -> None:

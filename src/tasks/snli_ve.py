@@ -21,6 +21,8 @@ from engine.recipes import LXR955, register
 from tasks.base import FinetuneTask
 from tasks.data_common import TaskDataset
 from tasks.finetune import main as run_main
+from tasks.presentation import Presentation
+from tasks.registry import register_task
 from tasks.submission import register_writer, write_json_rows
 
 LABELS = ("contradiction", "neutral", "entailment")
@@ -43,6 +45,7 @@ class SNLIVEDataset(TaskDataset):
         return {Path(root) / FEATURES: topk}
 
 
+@register_task
 class SNLIVETask(FinetuneTask):
     """Cross-entropy over the three labels (the base task's defaults), accuracy, a JSON submission."""
 
@@ -51,6 +54,8 @@ class SNLIVETask(FinetuneTask):
     metrics = {"accuracy": "exact_match"}
     recipe = "snli_ve_lxr955"
     description = "Fine-tune / test LXMERT on SNLI-VE (visual entailment)."
+    known_splits = ("train", "valid", "test")
+    presentation = Presentation(images="one", text="hypothesis", output="labels")
 
 
 @register_writer("snli_ve", ".json")

@@ -29,10 +29,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from tasks.synthetic import COLORS, SHAPES, Generator, register_synthetic, write_features, write_json
+from lxrt.fileio import atomic_write_text
 from tasks.answers import DataFormatError
 from tasks.snli_ve import FEATURES, LABELS
-from lxrt.fileio import atomic_write_text
+from tasks.synthetic import COLORS, SHAPES, Generator, register_synthetic, write_features, write_json
 
 RAW_TO_SPLIT = {"train": "train", "dev": "valid", "test": "test"}
 FIELDS = ("Flikr30kID", "sentence2", "gold_label", "pairID")

@@ -1,74 +1,15 @@
-"""``--test NAME`` as the original task scripts read it: which split to load, which file to write.
+"""The split names of a run, checked against what its task accepts before anything is loaded.
 
-VQA: a name containing ``test`` predicts that split into ``test_predict.json``; otherwise a name
-containing ``val`` evaluates ``minival`` into ``minival_predict.json``.
-GQA: a name containing ``submit`` predicts that split into ``submit_predict.json``; a name containing
-``testdev`` evaluates ``testdev`` into ``testdev_predict.json`` (both when both match).
-NLVR2: a name containing ``hidden`` predicts it into ``hidden_predict.csv``; a name containing ``test``
-or ``valid`` evaluates it into ``<name>_predict.csv``.
-Any other name is an error listing what is accepted (the original fails an assert or does nothing).
-Tasks the original does not have keep the name as it is.
+Each task declares its names (``known_splits``) and how it reads a ``--test`` name
+(``predict_splits``, the original's rules for VQA, GQA and NLVR2); this module only applies them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from engine.task import PredictSplit, SplitNameError, Task
+from tasks.registry import task_class
 
-
-@dataclass(frozen=True)
-class PredictSplit:
-    """``load``: the split(s) read from ``data/<task>/``; ``output``: the ``<output>_predict`` file stem."""
-
-    load: str
-    output: str
-
-
-ACCEPTED = {
-    "vqa": "a name containing 'test' (e.g. test -> test_predict.json) or 'val' (minival -> minival_predict.json)",
-    "gqa": "a name containing 'submit' (submit -> submit_predict.json) or 'testdev' (testdev -> testdev_predict.json)",
-    "nlvr2": "a name containing 'hidden' (-> hidden_predict.csv), 'test' or 'valid' (NAME -> NAME_predict.csv)",
-}
-
-
-class SplitNameError(ValueError):
-    """A ``--test`` name the original task script does not accept."""
-
-
-def resolve_test_splits(task: str, name: str) -> list[PredictSplit]:
-    """What ``--test name`` loads and writes for ``task`` (vqa, gqa, nlvr2), in the original's order.
-    Other tasks (e.g. the easy-VQA demo) predict the split they name into ``<name>_predict``."""
-    name = name.strip()
-    if task not in ACCEPTED:
-        return [PredictSplit(name, name)]
-    found: list[PredictSplit] = []
-    if task == "vqa":
-        if "test" in name:
-            found.append(PredictSplit(name, "test"))
-        elif "val" in name:
-            found.append(PredictSplit("minival", "minival"))
-    elif task == "gqa":
-        if "submit" in name:
-            found.append(PredictSplit(name, "submit"))
-        if "testdev" in name:
-            found.append(PredictSplit("testdev", "testdev"))
-    else:
-        if "hidden" in name:
-            found.append(PredictSplit(name, "hidden"))
-        elif "test" in name or "valid" in name:
-            found.append(PredictSplit(name, name))
-    if not found:
-        raise SplitNameError(f"--test {name!r} is not a {task.upper()} test split; accepted: {ACCEPTED[task]}")
-    return found
-
-
-KNOWN_SPLITS: dict[str, tuple[str, ...]] = {
-    "vqa": ("train", "nominival", "minival", "valid", "test"),
-    "gqa": ("train", "valid", "testdev", "testdev_all", "submit"),
-    "nlvr2": ("train", "valid", "test", "hidden"),
-    "lxmert_pretrain": ("mscoco_train", "mscoco_nominival", "mscoco_minival", "vgnococo"),
-}
-"""The ``--train``/``--valid`` names each task reads from ``data/<task>/``."""
+__all__ = ["PredictSplit", "SplitNameError", "as_task", "resolve_test_splits", "run_splits", "split_list"]
 
 
 def split_list(value: str) -> list[str]:
@@ -76,22 +17,22 @@ def split_list(value: str) -> list[str]:
     return [s.strip() for s in value.split(",") if s.strip()] if value else []
 
 
-def check_split_names(task: str, names: Iterable[str], flag: str = "") -> None:
-    """Raise ``SplitNameError`` listing the accepted names when one of ``names`` is not one of them."""
-    known = KNOWN_SPLITS.get(task)
-    if known is None:
-        return
-    bad = [n for n in names if n not in known]
-    if bad:
-        where = f"{flag} " if flag else ""
-        raise SplitNameError(f"{where}{','.join(bad)}: unknown {task} split name(s); accepted: {', '.join(known)}")
+def as_task(task: type[Task] | str) -> type[Task]:
+    """A task class, or the registered task of that name."""
+    return task_class(task) if isinstance(task, str) else task
 
 
-def run_splits(task: str, train: str, valid: str, test: str) -> list[str]:
+def resolve_test_splits(task: type[Task] | str, name: str) -> list[PredictSplit]:
+    """What ``--test name`` loads and writes for ``task``, in the original's order."""
+    return as_task(task).predict_splits(name)
+
+
+def run_splits(task: type[Task] | str, train: str, valid: str, test: str) -> list[str]:
     """The splits a run reads, checked before it loads or trains anything: with ``--test`` only what
     the test names resolve to (the run predicts and never trains), otherwise ``--train`` and ``--valid``."""
+    task = as_task(task)
     if test:
-        return [p.load for name in split_list(test) for p in resolve_test_splits(task, name)]
+        return [p.load for name in split_list(test) for p in task.predict_splits(name)]
     for flag, value in (("--train", train), ("--valid", valid)):
-        check_split_names(task, split_list(value), flag)
+        task.check_split_names(split_list(value), flag)
     return [*split_list(train), *split_list(valid)]

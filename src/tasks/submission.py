@@ -1,8 +1,4 @@
-"""Prediction and submission files in the formats of the original (and of the evaluation servers).
-
-VQA (EvalAI):  ``[{"answer": str, "question_id": int}, ...]``, indent 4, sorted keys
-GQA:           ``[{"prediction": str, "questionId": str}, ...]``, indent 4, sorted keys
-NLVR2:         CSV lines ``identifier,True`` / ``identifier,False``, no header
+"""Prediction and submission files: each task registers the writer of its format in its own file.
 
 Every file is written atomically: a crash never leaves a truncated submission behind. A task's
 format is a writer registered under the task's name with ``@register_writer(name, suffix)``;
@@ -17,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lxrt.fileio import atomic_write_text
+from tasks.registry import same_definition
 
 Writer = Callable[[Mapping[Any, Any], Path, "Iterable[Any] | None"], Path]
 """``writer(predictions, path, expected_ids)``: check completeness, write ``path``, return it."""
@@ -27,8 +24,9 @@ def register_writer(task: str, suffix: str) -> Callable[[Writer], Writer]:
     """Decorator: ``task``'s submission files are ``<split>_predict<suffix>`` written by the function."""
 
     def add(fn: Writer) -> Writer:
-        if _WRITERS.get(task, (suffix, fn)) != (suffix, fn):
-            raise ValueError(f"a submission writer for {task!r} is already registered")
+        known = _WRITERS.get(task)
+        if known is not None and (known[0] != suffix or not same_definition(known[1], fn)):
+            raise ValueError(f"a submission writer for {task!r} is already registered ({known[1].__module__})")
         _WRITERS[task] = (suffix, fn)
         return fn
 
@@ -36,8 +34,7 @@ def register_writer(task: str, suffix: str) -> Callable[[Writer], Writer]:
 
 
 def prediction_path(output_dir: str | Path, split: str, task: str) -> Path:
-    """``<output>/<split>_predict.json`` (VQA, GQA) or ``<split>_predict.csv`` (NLVR2): the suffix
-    ``task``'s writer was registered with."""
+    """``<output>/<split>_predict<suffix>``, the suffix ``task``'s writer was registered with."""
     if task not in _WRITERS:
         raise ValueError(f"unknown task {task!r}; expected one of {sorted(_WRITERS)}")
     return Path(output_dir) / f"{split}_predict{_WRITERS[task][0]}"
@@ -69,50 +66,6 @@ def write_json_rows(
     check_complete(predictions, expected, str(path))
     rows = [{id_key: i, value_key: p} for i, p in predictions.items()]
     return atomic_write_text(path, json.dumps(rows, indent=4, sort_keys=True))
-
-
-@register_writer("vqa", ".json")
-def write_vqa_submission(
-    predictions: Mapping[int, str], path: str | Path, expected: Iterable[int] | None = None
-) -> Path:
-    """VQA result file: a list of ``{"answer", "question_id"}`` with integer question ids."""
-    check_complete(predictions, expected, str(path))
-    rows = []
-    for qid, ans in predictions.items():
-        if isinstance(qid, bool) or not isinstance(qid, int):
-            raise TypeError(f"VQA question_id must be an int, got {qid!r}")
-        rows.append({"question_id": qid, "answer": str(ans)})
-    return atomic_write_text(path, json.dumps(rows, indent=4, sort_keys=True))
-
-
-@register_writer("gqa", ".json")
-def write_gqa_submission(
-    predictions: Mapping[str, str], path: str | Path, expected: Iterable[str] | None = None
-) -> Path:
-    """GQA result file: a list of ``{"prediction", "questionId"}`` with string question ids."""
-    check_complete(predictions, expected, str(path))
-    rows = []
-    for qid, ans in predictions.items():
-        if not isinstance(qid, str):
-            raise TypeError(f"GQA questionId must be a string (the server compares strings), got {qid!r}")
-        rows.append({"questionId": qid, "prediction": str(ans)})
-    return atomic_write_text(path, json.dumps(rows, indent=4, sort_keys=True))
-
-
-@register_writer("nlvr2", ".csv")
-def write_nlvr2_predictions(
-    predictions: Mapping[str, Any], path: str | Path, expected: Iterable[str] | None = None
-) -> Path:
-    """NLVR2 CSV: ``identifier,True`` for a prediction of 1 (or True), ``identifier,False`` for 0."""
-    check_complete(predictions, expected, str(path))
-    lines = []
-    for ident, pred in predictions.items():
-        if pred not in (0, 1):
-            raise ValueError(f"NLVR2 prediction for {ident!r} must be 0/1 or a bool, got {pred!r}")
-        if "," in ident or "\n" in ident:
-            raise ValueError(f"NLVR2 identifier {ident!r} cannot be written to a CSV line")
-        lines.append(f"{ident},{'True' if pred == 1 else 'False'}\n")
-    return atomic_write_text(path, "".join(lines))
 
 
 def write_predictions(

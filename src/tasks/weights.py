@@ -80,7 +80,7 @@ def load_initial_weights(
         log.info(f"--loadLXMERT: {report.summary()}")
     if cfg.load_lxmert_qa:
         if qa_tables is None:
-            raise ValueError("--loadLXMERTQA needs an answer table (VQA or GQA)")
+            raise ValueError("--loadLXMERTQA needs the task's answer table (a question-answering task)")
         load_lxmert_qa(model, cfg.load_lxmert_qa, *qa_tables)
     if cfg.load:
         file = resolve_checkpoint(cfg.load, suffixes=(".pth", ""))

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .fileio import atomic_write, describe_file, not_a
-from .snapshot import FACTS_KEY, SnapshotFacts
+from .snapshot import FACTS_KEY, SnapshotFacts, read_facts
 
 StateDict = dict[str, Tensor]
 
@@ -143,6 +143,16 @@ def save_state_dict(state: Mapping[str, Tensor], path: str | Path, facts: Snapsh
             metadata[FACTS_KEY] = facts.to_json()
         return atomic_write(path, lambda tmp: save_file(unique, str(tmp), metadata=metadata))
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def export_safetensors(weights: str | Path, out: str | Path | None = None) -> Path:
+    """A safetensors copy of ``weights`` (``X.pth`` -> ``X.safetensors``) carrying the facts of the
+    snapshot (``lxrt.snapshot``) in its metadata, so the file says what it is on its own."""
+    weights = Path(weights)
+    out = Path(out) if out is not None else weights.with_suffix(".safetensors")
+    if out.suffix != ".safetensors":
+        raise ValueError(f"{out}: the export is a .safetensors file")
+    return save_state_dict(read_state_dict(weights), out, facts=read_facts(weights))
 
 
 @dataclass

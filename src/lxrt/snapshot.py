@@ -124,8 +124,10 @@ def read_facts(weights: str | Path) -> SnapshotFacts | None:
     """The facts beside ``weights`` (or, for a safetensors file, in its metadata), or None when there
     are none (an original snapshot)."""
     path = facts_path(weights)
-    if Path(weights).suffix == ".safetensors" and not path.is_file():
-        return _safetensors_facts(Path(weights))
+    if Path(weights).suffix == ".safetensors":
+        inside = _safetensors_facts(Path(weights))
+        if inside is not None or not path.is_file():
+            return inside
     if not path.is_file():
         return None
     try:

@@ -6,8 +6,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
+import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -17,9 +22,10 @@ import transformers
 
 from datatools import sources
 from engine.config import TrainConfig
-from lxrt import CheckpointError, LXMERTForPretraining, LXRTConfig, read_state_dict
+from lxrt import CheckpointError, LXMERTForPretraining, LXRTConfig, bert_hub, read_state_dict
 from lxrt.bert_init import resolve_bert
 from pretrain.task import PretrainTask
+from tasks.bert import find_bert
 from tasks.models import Classifier
 from tasks.weights import init_language_from_bert
 
@@ -98,12 +104,13 @@ def test_from_scratch_without_bert_warns_and_downloads_nothing(tmp_path: Path, m
 
 @pytest.fixture()
 def hub(tmp_path: Path, bert_dir: Path, monkeypatch: pytest.MonkeyPatch):
-    """A local server holding the hub folder; the manifest's sizes/digests are those of its files."""
+    """A local server holding the hub folder; the pinned sizes/digests are those of its files."""
     served = tmp_path / "hub"
     served.mkdir()
     requests: list[str] = []
     for name in ("config.json", "model.safetensors", "vocab.txt"):
         (served / name).write_bytes((bert_dir / name).read_bytes())
+    torch.save(read_state_dict(bert_dir / "model.safetensors"), served / "pytorch_model.bin")
 
     class Handler(SimpleHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -113,12 +120,12 @@ def hub(tmp_path: Path, bert_dir: Path, monkeypatch: pytest.MonkeyPatch):
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     patched = []
-    for s in sources.SOURCES:
-        if s.group == "bert":
-            data = (served / s.path).read_bytes()
-            s = dataclasses.replace(s, size=len(data), sha256=hashlib.sha256(data).hexdigest())
-        patched.append(s)
-    monkeypatch.setattr(sources, "SOURCES", tuple(patched))
+    for f in bert_hub.BERT_FILES:
+        if (served / f.name).is_file():
+            data = (served / f.name).read_bytes()
+            f = dataclasses.replace(f, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        patched.append(f)
+    monkeypatch.setattr(bert_hub, "BERT_FILES", tuple(patched))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("LXMERT_BERT_URL", f"http://127.0.0.1:{server.server_address[1]}")
     yield requests
@@ -158,7 +165,64 @@ def test_offline_first_use_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(CheckpointError, match=r"could not be downloaded.*network access.*--bert PATH") as err:
-        resolve_bert(base_url=f"http://127.0.0.1:{port}", retries=0, progress=False)
+        find_bert(base_url=f"http://127.0.0.1:{port}", retries=0, progress=False)
     assert "snap/bert/bert-base-uncased" in str(err.value)
     with pytest.raises(CheckpointError, match="no BERT weights there"):
         resolve_bert(tmp_path / "nowhere")
+
+
+def test_offline_message_is_one_line_valid_in_a_fork_and_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Bug: offline, finding BERT retried for seconds (7 s here, ~20 s with a slow resolver) and
+    advised commands of this project (``download_data.bash``, ``--bert``) that a fork copying
+    ``lxrt`` alone does not have."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        mirror = f"http://127.0.0.1:{s.getsockname()[1]}/bert"
+    monkeypatch.setenv("LXMERT_BERT_URL", mirror)
+    started = time.monotonic()
+    with pytest.raises(CheckpointError) as err:
+        resolve_bert(progress=False)  # default retries
+    assert time.monotonic() - started < 1.5
+    msg = str(err.value)
+    assert "\n" not in msg and "(connection refused)" in msg
+    for part in ("snap/bert/bert-base-uncased or data/bert", "config.json, model.safetensors and vocab.txt",
+                 f"from {mirror}/ into snap/bert/bert-base-uncased/", "$LXMERT_BERT_URL", "--fromScratch"):
+        assert part in msg, part
+    assert "download_data" not in msg and "--bert" not in msg
+    assert err.value.urls == tuple(f"{mirror}/{n}" for n in ("config.json", "model.safetensors", "vocab.txt"))
+    assert not (tmp_path / "snap").exists()  # nothing left behind: no empty .part, no empty folders
+
+
+_WITHOUT_SAFETENSORS = """
+import dataclasses, json, shutil, sys
+sys.modules["safetensors"] = None  # as where the package is not installed: importing it fails
+from lxrt import LXRTConfig, LXRTModel, bert_hub, load_bert_weights
+from lxrt.bert_init import resolve_bert
+pins = json.loads(sys.argv[1])
+bert_hub.BERT_FILES = tuple(dataclasses.replace(f, **pins[f.name]) if f.name in pins else f
+                            for f in bert_hub.BERT_FILES)
+folder = resolve_bert(progress=False)
+files = sorted(p.name for p in folder.iterdir())
+shutil.copy(sys.argv[2], folder / "model.safetensors")  # both formats there: the readable one is taken
+model = LXRTModel(LXRTConfig.tiny(llayers=2, num_qa_labels=5, vocab_size=120))
+report = load_bert_weights(model, folder)
+print(json.dumps({"files": files, "source": report.source,
+                  "w": model.encoder.layer[1].output.dense.weight.sum().item()}))
+"""
+
+
+def test_without_safetensors_bert_comes_as_pytorch_model_bin(hub: list[str], tmp_path: Path, bert_dir: Path):
+    """A fork without the safetensors package fetches and loads ``pytorch_model.bin`` instead (bug: the
+    download fetched model.safetensors, which it then could not read)."""
+    pins = {f.name: {"size": f.size, "sha256": f.sha256} for f in bert_hub.BERT_FILES}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-c", _WITHOUT_SAFETENSORS, json.dumps(pins), str(bert_dir / "model.safetensors")]
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["files"] == ["config.json", "pytorch_model.bin", "vocab.txt"]
+    assert got["source"].endswith("pytorch_model.bin") and hub == ["/config.json", "/pytorch_model.bin", "/vocab.txt"]
+    bert = read_state_dict(bert_dir / "model.safetensors")
+    assert got["w"] == pytest.approx(bert["bert.encoder.layer.1.output.dense.weight"].sum().item(), abs=1e-6)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lxrt import CheckpointError, LXRTConfig, LXRTModel, load_bert_weights
-from lxrt.modeling import extended_mask
+from lxrt.encoder import extended_mask
 
 transformers = pytest.importorskip("transformers")
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,7 +41,11 @@ class Served:
     ignore_range: bool = False  # answer every request with the whole file (200)
     fail_next: int = 0  # answer this many requests with 503
     gzip_anyway: bool = False  # compress bodies even though the client asks for identity
+    silent: bool = False  # accept the connection, then never answer
+    stall_after: int | None = None  # send this many body bytes, then fall silent with the connection open
+    trickle: float | None = None  # send the body one byte per this many seconds
     log: list[dict] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)  # ends every wait at teardown
 
     def put(self, path: str, data: bytes) -> None:
         self.files[path] = data
@@ -61,6 +66,28 @@ def _handler(state: Served) -> type[BaseHTTPRequestHandler]:
                 self.send_header(k, v)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            try:
+                self._body(body, record)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up, as it may
+
+        def _body(self, body: bytes, record: dict) -> None:
+            if state.trickle is not None:
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    record["sent"] = i + 1
+                    if state.release.wait(state.trickle):
+                        break
+                self.close_connection = True
+                return
+            if state.stall_after is not None:
+                self.wfile.write(body[: state.stall_after])
+                self.wfile.flush()
+                record["sent"] = state.stall_after
+                state.release.wait(60)
+                self.close_connection = True
+                return
             if state.drop_after is not None:
                 cut, state.drop_after = state.drop_after, None
                 self.wfile.write(body[:cut])
@@ -75,6 +102,10 @@ def _handler(state: Served) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802 - http.server API
             record = {"path": self.path, "range": self.headers.get("Range"), "if_range": self.headers.get("If-Range")}
             state.log.append(record)
+            if state.silent:
+                state.release.wait(60)
+                self.close_connection = True
+                return
             if state.fail_next:
                 state.fail_next -= 1
                 self._reply(503, b"busy", {}, record)
@@ -113,6 +144,7 @@ def http(monkeypatch: pytest.MonkeyPatch):
     thread.start()
     state.base = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
     yield state
+    state.release.set()
     server.shutdown()
     server.server_close()
     thread.join()
@@ -263,6 +295,101 @@ def test_file_url_and_bad_scheme(tmp_path: Path) -> None:
         download((tmp_path / "nope").as_uri(), tmp_path / "nope.out", progress=False)
     with pytest.raises(DownloadError, match="unsupported URL scheme"):
         download("ftp://example.invalid/x", tmp_path / "x", progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Faults: errors before the first byte, servers that fall silent or trickle, hosts that cannot be reached
+
+
+def _refused_port() -> int:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_http_error_before_the_first_byte_leaves_no_partial_file(http: Served, tmp_path: Path) -> None:
+    """Bug: a 404 (or a 503 to the end) left an empty ``.part`` beside the destination."""
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download(f"{http.base}/missing.bin", tmp_path / "missing.bin", progress=False)
+    assert list(tmp_path.iterdir()) == []
+    http.put("/busy.bin", b"abc")
+    http.fail_next = 5
+    with pytest.raises(DownloadError, match=r"HTTP 503.*nothing was received"):
+        download(f"{http.base}/busy.bin", tmp_path / "busy.bin", retries=1, backoff=0.01, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_server_that_never_answers_is_not_called_unreachable(http: Served, tmp_path: Path) -> None:
+    """Bug: a server that accepted the connection and then said nothing was reported as "cannot reach
+    ... downloads need network access"."""
+    http.put("/f.bin", PAYLOAD)
+    http.silent = True
+    with pytest.raises(DownloadError) as info:
+        download(f"{http.base}/f.bin", tmp_path / "f.bin", retries=0, timeout=0.5, progress=False)
+    msg = str(info.value)
+    assert "the server 127.0.0.1:" in msg and "stopped answering after 0.5 s" in msg
+    assert "cannot reach" not in msg and "network access" not in msg and info.value.reason is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_server_falling_silent_mid_transfer_keeps_the_bytes(http: Served, tmp_path: Path) -> None:
+    """Bug: a transfer that stalled was "interrupted (ReadTimeoutError ...)" instead of saying the
+    server stopped answering; the bytes received must stay for the next run."""
+    http.put("/f.bin", PAYLOAD)
+    http.stall_after = 300_000
+    with pytest.raises(DownloadError, match=r"stopped answering after 0\.5 s; 300000 bytes are kept"):
+        download(f"{http.base}/f.bin", tmp_path / "f.bin", retries=0, timeout=0.5, progress=False)
+    assert (tmp_path / "f.bin.part").read_bytes() == PAYLOAD[:300_000]
+    http.stall_after = None
+    download(f"{http.base}/f.bin", tmp_path / "f.bin", sha256=sha256(PAYLOAD), retries=0, progress=False)
+    assert http.log[-1]["range"] == "bytes=300000-" and (tmp_path / "f.bin").read_bytes() == PAYLOAD
+
+
+def test_trickling_server_ends_at_the_deadline_and_resumes(
+    http: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bug: a server sending one byte every 1.5 s was never given up on (no overall deadline)."""
+    http.put("/f.bin", PAYLOAD[:5000])
+    http.trickle = 1.5
+    dest = tmp_path / "f.bin"
+    started = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        download(f"{http.base}/f.bin", dest, retries=3, progress=False, deadline=2.5)
+    took = time.monotonic() - started
+    assert 2.5 <= took < 4.5, took
+    assert info.value.reason == "deadline"
+    kept = (tmp_path / "f.bin.part").read_bytes()
+    assert 1 <= len(kept) <= 3 and kept == PAYLOAD[: len(kept)]
+    assert f"did not finish within its deadline of 2.5 s ({len(kept)} of 5000 bytes" in str(info.value)
+    assert f"{len(kept)} bytes are kept in {tmp_path / 'f.bin.part'}, run again to resume" in str(info.value)
+
+    args = ["--url", f"{http.base}/f.bin", "--out", str(dest), "--no-progress", "--deadline", "2"]
+    assert main(args) == 1  # the command line: the same message, and the flag that changes the limit
+    err = capsys.readouterr().err
+    assert "did not finish within its deadline of 2 s" in err and "(--deadline SECONDS; now 2)" in err
+    more = (tmp_path / "f.bin.part").read_bytes()
+    assert len(more) > len(kept) and http.log[-1]["range"] == f"bytes={len(kept)}-"
+
+    http.trickle = None
+    assert main(args) == 0
+    assert http.log[-1]["range"] == f"bytes={len(more)}-" and dest.read_bytes() == PAYLOAD[:5000]
+
+
+def test_unreachable_host_fails_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Bug: a refused connection was retried with backoff (7 s with the default 3 retries) although
+    nothing ever answered."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    port = _refused_port()
+    started = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        download(f"http://127.0.0.1:{port}/x", tmp_path / "x", retries=3, backoff=1.0, progress=False)
+    assert time.monotonic() - started < 1.5
+    assert info.value.reason == "unreachable"
+    assert f"cannot reach 127.0.0.1:{port} (connection refused)" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+    assert main(["--url", f"http://127.0.0.1:{port}/x", "--out", str(tmp_path / "x"), "--no-progress"]) == 1
+    assert "or fetch from a reachable mirror (--base-url)" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -588,3 +715,52 @@ def test_detector_weights_come_from_a_mirror_into_snap_detector(http: Served, tm
     requests_made = len(http.log)
     assert main(args) == 0  # cached: no second download
     assert len(http.log) == requests_made
+
+
+def test_pinned_sha256_decides_what_is_already_there(
+    http: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bug: a file of the right size but wrong bytes was kept as "already there" although the manifest
+    pins its SHA-256. A copy is trusted unhashed only when its lock record (same SHA-256, size and
+    modification time) says it is the verified one; any other copy is hashed first."""
+    import lxrt.fetch
+    from datatools.entries import FetchConfig, fetch_source
+
+    body = PAYLOAD[:100_000]
+    http.put("/mirror/x/f.bin", body)
+    entry = sources.Source(name="x/f", group="vqa", path="x/f.bin", dest="data/x/f.bin", base=f"{http.base}/mirror",
+                           size=len(body), sha256=sha256(body))
+    root = tmp_path / "data"
+    cfg = FetchConfig(data_root=root, progress=False, retries=0)
+    out = root / "x" / "f.bin"
+    hashed: list[Path] = []
+    real = lxrt.fetch.file_digests
+
+    def counting(path, *args, **kwargs):
+        hashed.append(Path(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(lxrt.fetch, "file_digests", counting)
+
+    fetch_source(entry, cfg)
+    assert len(http.log) == 1 and _lock(root)["data/x/f.bin"]["mtime_ns"] == out.stat().st_mtime_ns
+    fetch_source(entry, cfg)  # recorded and unchanged: no request, no hashing
+    assert len(http.log) == 1 and hashed == []
+
+    damaged = bytearray(body)
+    damaged[500] ^= 0xFF  # same size, other bytes: the record no longer matches, so it is hashed
+    out.write_bytes(bytes(damaged))
+    fetch_source(entry, cfg)
+    assert hashed == [out] and len(http.log) == 2 and out.read_bytes() == body
+
+    (root / "download.lock.json").unlink()  # a correct copy placed by hand: hashed once, kept, recorded
+    hashed.clear()
+    fetch_source(entry, cfg)
+    assert hashed == [out] and len(http.log) == 2 and _lock(root)["data/x/f.bin"]["sha256"] == sha256(body)
+    fetch_source(entry, cfg)
+    assert hashed == [out]
+
+    out.write_bytes(bytes(damaged))  # the wrong bytes placed by hand, no record: fetched again
+    (root / "download.lock.json").unlink()
+    fetch_source(entry, cfg)
+    assert len(http.log) == 3 and out.read_bytes() == body

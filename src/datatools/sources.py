@@ -13,10 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lxrt import bert_hub
+
 UNC_BASE = "https://nlp.cs.unc.edu/data"
-# BERT-base uncased on the HuggingFace hub, pinned to a revision whose files' sizes and digests are known.
-BERT_REVISION = "86b5e0934494bd15c9632b12f734a8a67f723594"
-BERT_BASE = f"https://huggingface.co/google-bert/bert-base-uncased/resolve/{BERT_REVISION}"
+# BERT-base uncased on the HuggingFace hub: the library's pinned table (revision, sizes, SHA-256).
+BERT_REVISION = bert_hub.BERT_REVISION
+BERT_BASE = bert_hub.BERT_BASE_URL
 # The lil-lab/nlvr commit that the original repository pins as its data/nlvr2/nlvr submodule.
 NLVR_COMMIT = "3afe9e57355ab49fb92a0dc231436e583d67d125"
 NLVR_BASE = f"https://raw.githubusercontent.com/lil-lab/nlvr/{NLVR_COMMIT}"
@@ -92,15 +94,15 @@ def _features(group: str, folder: str, stem: str, approx: str) -> Source:
     )
 
 
-def _bert(file: str, size: int, sha256: str | None = None) -> Source:
+def _bert(file: bert_hub.BertFile) -> Source:
     return Source(
-        name=f"bert/bert-base-uncased/{file}",
+        name=f"bert/{bert_hub.BERT_BASE_NAME}/{file.name}",
         group="bert",
-        path=file,
-        dest=f"snap/bert/bert-base-uncased/{file}",
+        path=file.name,
+        dest=f"snap/bert/{bert_hub.BERT_BASE_NAME}/{file.name}",
         base=BERT_BASE,
-        size=size,
-        sha256=sha256,
+        size=file.size,
+        sha256=file.sha256,
     )
 
 
@@ -145,9 +147,7 @@ SOURCES: tuple[Source, ...] = (
     _features("features-nlvr2", "nlvr2_imgfeat", "train_obj36", "21 GB"),
     _features("features-nlvr2", "nlvr2_imgfeat", "valid_obj36", "1.6 GB"),
     _features("features-nlvr2", "nlvr2_imgfeat", "test_obj36", "1.6 GB"),
-    _bert("config.json", 570),
-    _bert("model.safetensors", 440449768, "68d45e234eb4a928074dfd868cead0219ab85354cc53d20e772753c6bb9169d3"),
-    _bert("vocab.txt", 231508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+    *(_bert(f) for f in bert_hub.bert_files(bert_hub.SAFETENSORS)),
     Source(
         name="detector/frcnn-vg-finetuned",
         group="butd-detector",

@@ -1,32 +1,58 @@
 """Initialize LXMERT from a BERT checkpoint, as the original did, and find that checkpoint.
 
-Accepts a HuggingFace BERT folder (``config.json`` with ``pytorch_model.bin`` or
-``model.safetensors``) or a bare weights file. ``load_bert_weights``: BERT's embeddings, its first
+Accepts a HuggingFace BERT folder (``config.json`` with ``model.safetensors`` or
+``pytorch_model.bin``) or a bare weights file. ``load_bert_weights``: BERT's embeddings, its first
 ``llayers`` layers and its pooler go into an ``LXRTModel``; everything else keeps its initialization.
 ``load_bert_pretraining``: what the original's ``LXRTPretraining.from_pretrained("bert-base-uncased")``
 takes (also the MLM and matching heads), or with ``--fromScratch`` only the MLM output bias.
-``resolve_bert("bert-base-uncased")``: the local folder, downloaded into ``snap/bert/`` on first use.
+``resolve_bert("bert-base-uncased")``: a local folder holding it, else the hub's files downloaded
+into ``snap/bert/`` on first use (``lxrt.bert_hub`` pins them).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
 
+from .bert_hub import BERT_BASE_NAME, BERT_BASE_URL, BERT_URL_ENV, PYTORCH_BIN, SAFETENSORS, bert_files
 from .checkpoint import CheckpointError, LoadReport, load_state, read_state_dict
 from .config import LXRTConfig
+from .fetch import DEFAULT_DEADLINE, DownloadError
+from .fetch import download as fetch
 from .fileio import describe_file
 
 _CHECKED_FIELDS = (
     "vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",
     "max_position_embeddings", "type_vocab_size",
 )
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth")
+_WEIGHT_FILES = (SAFETENSORS, PYTORCH_BIN, "pytorch_model.pth")
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def safetensors_available() -> bool:
+    """Whether the ``safetensors`` package imports (else ``model.safetensors`` cannot be read)."""
+    try:
+        import safetensors.torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def weight_files() -> tuple[str, ...]:
+    """The weight file names this installation reads, in order of preference."""
+    return _WEIGHT_FILES if safetensors_available() else _WEIGHT_FILES[1:]
+
+
+def weights_in(folder: Path) -> Path | None:
+    """The BERT weights file in ``folder`` this installation reads, or None."""
+    return next((folder / n for n in weight_files() if (folder / n).is_file()), None)
 
 
 def _find_weights(path: Path) -> tuple[Path, Path | None]:
@@ -35,10 +61,13 @@ def _find_weights(path: Path) -> tuple[Path, Path | None]:
         return path, config if config.is_file() else None
     if not path.is_dir():
         raise CheckpointError(f"BERT checkpoint not found: {path}")
-    for name in _WEIGHT_FILES:
-        if (path / name).is_file():
-            config = path / "config.json"
-            return path / name, config if config.is_file() else None
+    weights = weights_in(path)
+    if weights is not None:
+        config = path / "config.json"
+        return weights, config if config.is_file() else None
+    if (path / SAFETENSORS).is_file():
+        raise CheckpointError(f"{path / SAFETENSORS} needs the safetensors package (pip install safetensors); "
+                              f"or put BERT's {PYTORCH_BIN} beside it")
     raise CheckpointError(f"{path}: no BERT weights (looked for {', '.join(_WEIGHT_FILES)})")
 
 
@@ -156,57 +185,87 @@ def bert_parts(keys: list[str]) -> str:
 
 # ---- finding the weights ------------------------------------------------------------------------------
 
-BERT_BASE_NAME = "bert-base-uncased"
-BERT_URL_ENV = "LXMERT_BERT_URL"  # a mirror of the hub folder (http(s)://, s3://, file://)
+
+class BertNotFoundError(CheckpointError):
+    """BERT weights are not on disk and could not (or were not to) be downloaded. The message says
+    which files to put in which folder and where they come from; ``folder`` is that folder and
+    ``urls`` the files' URLs, for callers that add their own advice."""
+
+    def __init__(self, message: str, folder: Path, urls: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.folder = folder
+        self.urls = urls
 
 
 def bert_folder_ready(path: Path) -> bool:
-    """A folder holding BERT weights (``model.safetensors``, ``pytorch_model.bin`` ...)."""
-    return path.is_dir() and any((path / n).is_file() for n in _WEIGHT_FILES)
+    """A folder holding BERT weights this installation reads (``model.safetensors``, ``pytorch_model.bin`` ...)."""
+    return path.is_dir() and weights_in(path) is not None
+
+
+def bert_search_folders(snap_root: str | os.PathLike[str] = "snap") -> tuple[Path, ...]:
+    """Where ``bert-base-uncased`` is looked for, relative to the working directory as the original's
+    data paths: ``<snap_root>/bert/bert-base-uncased`` (where it is downloaded to), then ``data/bert``."""
+    return Path(snap_root) / "bert" / BERT_BASE_NAME, Path("data") / "bert"
+
+
+def _not_found(folders: Sequence[Path], target: Path, base: str, names: Sequence[str], cause: str) -> str:
+    looked = " or ".join(str(f) for f in folders) or str(target)
+    return (
+        f"BERT weights ({BERT_BASE_NAME}) are not in {looked} and {cause}. To provide them, put "
+        f"{', '.join(names[:-1])} and {names[-1]} from {base.rstrip('/')}/ into {target}/, or set "
+        f"${BERT_URL_ENV} to a mirror of that folder (http(s)://, s3://bucket/prefix or file:///dir), "
+        "or start from random weights instead (--fromScratch)"
+    )
 
 
 def resolve_bert(
-    name_or_path: str | Path = BERT_BASE_NAME,
-    snap_root: str | Path = "snap",
+    name_or_path: str | os.PathLike[str] = BERT_BASE_NAME,
+    search: Sequence[str | os.PathLike[str]] | None = None,
     download: bool = True,
+    snap_root: str | os.PathLike[str] = "snap",
     base_url: str | None = None,
     progress: bool = True,
     retries: int = 3,
     timeout: float = 60,
+    deadline: float | None = DEFAULT_DEADLINE,
 ) -> Path:
-    """The folder of a BERT checkpoint: ``name_or_path`` itself when it is a folder, else for
-    ``bert-base-uncased`` ``<snap_root>/bert/bert-base-uncased/``, downloaded there from the HuggingFace
-    hub on first use (config, ``model.safetensors``, vocabulary; checked against their sizes and
-    SHA-256, with a progress bar). ``base_url`` (or ``$LXMERT_BERT_URL``) fetches from a mirror instead.
-    Raises ``CheckpointError`` saying what to do when the folder is missing and cannot be fetched.
+    """The BERT checkpoint to load: ``name_or_path`` itself when it is a folder with weights or a
+    weights file; for ``bert-base-uncased`` the first of ``search`` (default ``bert_search_folders``)
+    holding weights this installation reads, else -- with ``download`` -- the pinned hub files fetched
+    into ``<snap_root>/bert/bert-base-uncased/`` (config, ``model.safetensors`` when the safetensors
+    package imports, else ``pytorch_model.bin``, vocabulary; checked against their sizes and SHA-256).
+    ``base_url`` (or ``$LXMERT_BERT_URL``) fetches from a mirror of the hub folder. A host that cannot
+    be reached fails at once. Raises ``BertNotFoundError`` naming the files, the folder, the URLs,
+    the mirror variable and ``--fromScratch``.
     """
     path = Path(name_or_path)
-    if str(name_or_path) != BERT_BASE_NAME or path.is_dir():
-        if bert_folder_ready(path):
+    if str(name_or_path) != BERT_BASE_NAME or bert_folder_ready(path):
+        if path.is_file() or bert_folder_ready(path):
             return path
-        raise CheckpointError(
-            f"{path}: no BERT weights there (looked for {', '.join(_WEIGHT_FILES)}); known names: {BERT_BASE_NAME}"
+        if path.is_dir() and (path / SAFETENSORS).is_file():
+            _find_weights(path)  # raises: the safetensors package is missing
+        raise BertNotFoundError(
+            f"{path}: no BERT weights there (looked for {', '.join(_WEIGHT_FILES)}); known names: {BERT_BASE_NAME}",
+            path,
         )
-    folder = Path(snap_root) / "bert" / BERT_BASE_NAME
-    if bert_folder_ready(folder) and (folder / "config.json").is_file():
-        return folder
+    folders = tuple(map(Path, search)) if search is not None else bert_search_folders(snap_root)
+    for folder in folders:
+        if bert_folder_ready(folder):
+            return folder
+    target = Path(snap_root) / "bert" / BERT_BASE_NAME
+    files = bert_files(SAFETENSORS if safetensors_available() else PYTORCH_BIN)
+    base = (base_url or os.environ.get(BERT_URL_ENV) or BERT_BASE_URL).rstrip("/")
+    urls = tuple(f"{base}/{f.name}" for f in files)
+    names = [f.name for f in files]
     if not download:
-        raise CheckpointError(f"no BERT weights in {folder} (bash run/download_data.bash bert fetches them)")
-    from datatools import download as dl  # the library only needs the network here
-    from datatools import sources
-
-    entries = sources.select(["bert"], sources.SOURCES)
-    cfg = dl.FetchConfig(snap_root=Path(snap_root), base_url=base_url or os.environ.get(BERT_URL_ENV) or None,
-                         retries=retries, timeout=timeout, progress=progress)
-    total = sum(e.size or 0 for e in entries) / 1e6
-    log.info(f"{BERT_BASE_NAME} is not in {folder}: downloading it ({total:.0f} MB)")
+        raise BertNotFoundError(_not_found(folders, target, base, names, "downloading was not asked for"),
+                                target, urls)
+    log.info(f"{BERT_BASE_NAME} is not in {target}: downloading it ({sum(f.size for f in files) / 1e6:.0f} MB)")
     try:
-        for entry in entries:
-            dl.fetch_source(entry, cfg)
-    except dl.DownloadError as err:
-        raise CheckpointError(
-            f"BERT weights are needed in {folder} and could not be downloaded: {err}. Fetch them where there "
-            f"is network (bash run/download_data.bash bert) and copy the folder here, set ${BERT_URL_ENV} to a "
-            "mirror, pass --bert PATH to a local BERT folder, or --fromScratch to start without BERT."
-        ) from err
-    return folder
+        for file, url in zip(files, urls):
+            fetch(url, target / file.name, sha256=file.sha256, expected_size=file.size, progress=progress,
+                  retries=retries, timeout=timeout, deadline=deadline)
+    except DownloadError as err:
+        raise BertNotFoundError(_not_found(folders, target, base, names, f"could not be downloaded: {err}"),
+                                target, urls) from err
+    return target

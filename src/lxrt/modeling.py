@@ -44,33 +44,31 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------------
 # Where ``from_pretrained("bert-base-uncased")`` finds BERT: a local copy, else the download on first
-# use into ``snap/bert/bert-base-uncased/`` (``lxrt.bert_init.resolve_bert``), as the original downloads it.
+# use into ``snap/bert/bert-base-uncased/`` (``lxrt.bert_init.resolve_bert``, the one resolver), as the original
+# downloads it.
 
 BERT_DIRS: dict[str, tuple[str, ...]] = {"bert-base-uncased": ("snap/bert/bert-base-uncased", "data/bert")}
 BERT_CONFIG_FILES = ("bert_config.json", "config.json")
 BERT_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 
 
-def resolve_bert(name_or_path: str | os.PathLike) -> Path | None:
-    """The local folder holding BERT ``name_or_path``: a known name's folders (relative to the working
-    directory, as the original's data paths), downloaded there on first use, or the path itself.
-    None if a known name has no copy and cannot be fetched (the reason is printed)."""
+def bert_folder(name_or_path: str | os.PathLike) -> Path | None:
+    """Where ``from_pretrained`` finds BERT ``name_or_path``: ``lxrt.bert_init.resolve_bert`` over a known
+    name's folders (relative to the working directory, as the original's data paths), downloaded on
+    first use, or the path itself. A known name whose folder holds only a BERT config gives that
+    folder (the model takes its sizes and keeps its random weights); None if there is neither a copy
+    nor a way to fetch one (the reason is printed, as the original prints it)."""
     name = str(name_or_path)
-    if name in BERT_DIRS:
-        for folder in map(Path, BERT_DIRS[name]):
-            if any((folder / f).is_file() for f in BERT_CONFIG_FILES + BERT_WEIGHT_FILES):
-                return folder
-        try:
-            return bert_init.resolve_bert(name)
-        except CheckpointError as err:
-            print(f"Warning: {err}", file=sys.stderr)
-            return None
-    path = Path(name)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"BERT model {name!r}: no such folder or file (known names: {', '.join(BERT_DIRS)})"
-        )
-    return path
+    if name not in BERT_DIRS and not Path(name).exists():
+        raise FileNotFoundError(f"BERT model {name!r}: no such folder or file (known names: {', '.join(BERT_DIRS)})")
+    try:
+        return bert_init.resolve_bert(name, search=BERT_DIRS.get(name))
+    except bert_init.BertNotFoundError as err:
+        if name not in BERT_DIRS:
+            raise
+        print(f"Warning: {err}", file=sys.stderr)
+        configured = [Path(d) for d in BERT_DIRS[name] if any((Path(d) / f).is_file() for f in BERT_CONFIG_FILES)]
+        return configured[0] if configured else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,13 +246,13 @@ class BertPreTrainedModel(nn.Module):
         BERT weight whose name the model has (embeddings, the first ``l_layers`` layers, pooler and,
         for pretraining, the LM/matching heads); a BERT weight of another shape is an error.
 
-        ``"bert-base-uncased"`` is looked up with ``resolve_bert``; without a local copy the model
+        ``"bert-base-uncased"`` is looked up with ``bert_folder``; without a local copy the model
         has BERT-base sizes and keeps its random initialization (with a warning).
         """
         if from_tf:
             raise ValueError("from_tf is not supported: convert the TensorFlow checkpoint to PyTorch first")
         name = str(pretrained_model_name_or_path)
-        folder = resolve_bert(name)
+        folder = bert_folder(name)
         weights_file = None
         if folder is not None and folder.is_file():  # a weights file; its config sits next to it
             weights_file, folder = folder, folder.parent

@@ -37,10 +37,11 @@ from lxrt import (
     read_state_dict,
     resolve_checkpoint,
 )
-from lxrt.bert_init import BERT_BASE_NAME, load_bert_pretraining, resolve_bert
+from lxrt.bert_init import BERT_BASE_NAME, BertNotFoundError, load_bert_pretraining
 from lxrt.snapshot import AnswerTableId, SnapshotFacts
 from lxrt.tokenizer import LXRTTokenizer
 from tasks.answers import PretrainAnswerTable, convert_ans
+from tasks.bert import find_bert
 from tasks.registry import register_task
 
 from .data import SPLIT_FEATURES, ExampleOptions, PretrainDataset, collate, feature_files, image_limit, load_corpus
@@ -228,15 +229,17 @@ class PretrainTask(Task):
         only BERT's MLM output bias (taken when the weights are here; never downloaded for it alone)."""
         cfg = self.cfg
         if not cfg.from_scratch:
-            load_bert_pretraining(model, resolve_bert(cfg.bert or BERT_BASE_NAME, progress=cfg.progress))
+            load_bert_pretraining(model, find_bert(cfg.bert or BERT_BASE_NAME, progress=cfg.progress))
             return
         try:
-            path = resolve_bert(cfg.bert or BERT_BASE_NAME, download=False)
+            path = find_bert(cfg.bert or BERT_BASE_NAME, download=False)
             load_bert_pretraining(model, path, from_scratch=True)
         except CheckpointError as err:
             if cfg.bert:
                 raise
-            get_logger().warning(f"cls.predictions.bias starts at zero where the original takes BERT's: {err}")
+            why = (f"no BERT weights in {err.folder} (bash run/download_data.bash bert fetches them)"
+                   if isinstance(err, BertNotFoundError) else str(err))
+            get_logger().warning(f"cls.predictions.bias starts at zero where the original takes BERT's: {why}")
 
     # ----------------------------------------------------------------------------- data
     def dataset(self, splits: str, train: bool, full: bool = False) -> Dataset:

@@ -18,7 +18,8 @@ from lxrt import (
     remap_answer_head,
     resolve_checkpoint,
 )
-from lxrt.bert_init import BERT_BASE_NAME, resolve_bert
+from lxrt.bert_init import BERT_BASE_NAME
+from tasks.bert import find_bert
 
 
 def init_language_from_bert(model: nn.Module, cfg: TrainConfig) -> None:
@@ -26,7 +27,7 @@ def init_language_from_bert(model: nn.Module, cfg: TrainConfig) -> None:
     else ``snap/bert/bert-base-uncased/`` (downloaded there on first use)."""
     if cfg.from_scratch:
         return
-    path = resolve_bert(cfg.bert or BERT_BASE_NAME, progress=cfg.progress)
+    path = find_bert(cfg.bert or BERT_BASE_NAME, progress=cfg.progress)
     report = load_bert_weights(model.lxrt_encoder.bert, path)
     get_logger().info(f"language layers from BERT: {report.summary()}")
 

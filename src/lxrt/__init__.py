@@ -28,6 +28,7 @@ from .encoder import LXRTModel, LXRTOutput, init_bert_weights
 from .heads import VISUAL_LOSSES, answer_mlp
 from .hf import config_from_hf, from_hf_state_dict, hf_config, to_hf_state_dict
 from .models import LXMERTForPretraining, PretrainingOutput, TaskEncoder
+from .tokenizer import LXRTTokenizer, TokenizedBatch
 
 __all__ = [
     "CheckpointError",

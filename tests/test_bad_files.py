@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from engine.state import load_training_state, rng_state, save_training_state, set_rng_state
-from features import convert
-from features.store import FeatureStore, StoreError, _NpyAppender
+from features import conversion
+from features.store import FeatureStore, StoreError
+from features.store_writer import _NpyAppender
 from features.tsv import RegionRecord, write_tsv
 from lxrt import LXRTConfig, LXRTModel, read_state_dict, save_state_dict
 from lxrt.bert_init import load_bert_weights
@@ -125,7 +126,7 @@ def test_data_and_store_files_that_are_web_pages(tmp_path: Path) -> None:
         load_json(page)
     store = tmp_path / "x.store"
     write_tsv(tmp_path / "x.tsv", [_record(0)])
-    convert.convert_tsv(tmp_path / "x.tsv", store, progress=False)
+    conversion.convert_tsv(tmp_path / "x.tsv", store, progress=False)
     (store / "features.npy").write_text(LFS)
     with pytest.raises(StoreError, match=r"features.npy.*git-LFS pointer"):
         FeatureStore(store).gather(["img0"])
@@ -191,7 +192,7 @@ def test_conversion_on_a_full_disk_removes_its_temp_folder(tmp_path: Path, monke
     monkeypatch.setattr(_NpyAppender, "append", append_until_full)
     monkeypatch.setattr(_NpyAppender, "discard", close_fails)
     with pytest.raises(StoreError, match=r"no space left on .*feats while converting .*x_obj36.tsv"):
-        convert.convert_tsv(tsv, progress=False)
+        conversion.convert_tsv(tsv, progress=False)
     assert sorted(p.name for p in tsv.parent.iterdir()) == ["x_obj36.tsv"]
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from engine.optim import BertAdam as EngineBertAdam
-from features.store import open_store, store_path_for
+from features import open_store, store_path_for
 from features.tsv import RegionRecord, iter_tsv, write_tsv
 from lxrt import LXMERTForPretraining, LXRTConfig, load_state, read_state_dict, save_state_dict
 from lxrt import LXRTEncoder as NativeEncoder

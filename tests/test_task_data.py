@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from datatools.synthetic import SyntheticConfig, generate
-from features.store import open_store
+from features import open_store
 from lxrt.tokenization import LXRTTokenizer
 from tasks.answers import AnswerTable, DataFormatError, PretrainAnswerTable, convert_ans, load_json
 from tasks.data_common import ImageFeatures, MissingFeaturesError, QACollator, parse_splits, subset_topk

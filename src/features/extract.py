@@ -2,7 +2,7 @@
 
 Reads a folder of images (recursively, by extension) or a text file listing image paths, runs a
 registered region extractor (:mod:`features.extractors`) on every image, optionally in a pool of
-worker processes, and streams the results into a :class:`features.store.StoreWriter`, which
+worker processes, and streams the results into a :class:`features.store_writer.StoreWriter`, which
 publishes the store atomically. Image ids default to the file stem.
 
 Extractors that split preprocessing from the network (a ``preprocessor`` and ``run(prepared)``, like
@@ -35,7 +35,8 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from features.extractors import RegionExtractor, Regions, available_extractors, create_extractor, to_rgb
-from features.store import DTYPES, PARTIAL_SUFFIX, StoreError, StoreWriter, partial_path
+from features.store import DTYPES, StoreError
+from features.store_writer import PARTIAL_SUFFIX, StoreWriter, partial_path
 from features.tsv import RegionRecord, format_record
 from lxrt.fileio import atomic_write
 

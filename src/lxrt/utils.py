@@ -109,7 +109,7 @@ def load_obj_tsv(fname: str | os.PathLike, topk: int | None = None, *, dtype: st
     The store is built on first use (float16 like the tasks' unless ``dtype="float32"``, which keeps
     the TSV's exact values); an up-to-date store of either dtype is reused.
     """
-    from features.store import open_store
+    from features.opening import open_store
 
     start = time.time()
     path = Path(fname)

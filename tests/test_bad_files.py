@@ -6,6 +6,7 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -191,9 +192,20 @@ def test_conversion_on_a_full_disk_removes_its_temp_folder(tmp_path: Path, monke
 
     monkeypatch.setattr(_NpyAppender, "append", append_until_full)
     monkeypatch.setattr(_NpyAppender, "discard", close_fails)
-    with pytest.raises(StoreError, match=r"no space left on .*feats while converting .*x_obj36.tsv"):
+    with pytest.raises(StoreError, match=r"no space left on .*feats while converting .*x_obj36.tsv") as err:
         conversion.convert_tsv(tsv, progress=False)
     assert sorted(p.name for p in tsv.parent.iterdir()) == ["x_obj36.tsv"]
+    # A store far below 1 GB is sized in MB, never "about 0.0 GB".
+    assert re.search(r"The store needs about 0\.1 MB: free space there", str(err.value)), str(err.value)
+
+
+def test_store_size_hint_uses_mb_below_one_gb() -> None:
+    """The disk-space hint of a store build: GB from 1 GB up, MB below (at least 0.1 MB), never 0.0."""
+    assert conversion.size_text(2.46e9) == "2.5 GB"
+    assert conversion.size_text(1e9) == "1.0 GB"
+    assert conversion.size_text(999e6) == "999.0 MB"
+    assert conversion.size_text(37.54e6) == "37.5 MB"
+    assert conversion.size_text(2e3) == "0.1 MB"
 
 
 def test_truncated_zip_is_described(tmp_path: Path) -> None:

@@ -39,6 +39,11 @@ def _store_estimate(tsv_bytes: int, dtype: str, limit: int | None) -> float:
     return size if limit is None else min(size, limit * 36 * 2048 * (2 if dtype == "float16" else 4))
 
 
+def size_text(size: float) -> str:
+    """A byte count for a message: ``2.4 GB`` from 1 GB up, else ``37.5 MB`` (at least ``0.1 MB``)."""
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{max(size, 1e5) / 1e6:.1f} MB"
+
+
 def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
 
@@ -106,7 +111,7 @@ def convert_tsv(
             raise StoreError(
                 f"no space left on {out.parent} while converting {tsv_path} into {out}; the unfinished store was "
                 f"removed{' and the previous one is intact' if out.is_dir() else ''}. The store needs about "
-                f"{_store_estimate(source['size'], dtype, limit) / 1e9:.1f} GB: free space there and run again"
+                f"{size_text(_store_estimate(source['size'], dtype, limit))}: free space there and run again"
             ) from err
         raise
     finally:

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+import features.butd  # noqa: F401 - registers the ``butd`` extractor that --extractor offers
 from features.extractors import RegionExtractor, Regions, available_extractors, create_extractor, to_rgb
 from features.store import DTYPES, StoreError
 from features.store_writer import PARTIAL_SUFFIX, StoreWriter, partial_path

@@ -142,6 +142,7 @@ def write_photos(folder: Path, count: int) -> list[Path]:
 
 
 def build_ours(preset: str, args: argparse.Namespace, weights: Path):
+    import features.butd  # noqa: F401 - registers the butd extractor
     from features.extractors import create_extractor
 
     ext = create_extractor("butd", weights=str(weights), preset=preset, device=args.device, amp=args.amp)

@@ -6,6 +6,7 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -15,8 +16,9 @@ import pytest
 import torch
 
 from engine.state import load_training_state, rng_state, save_training_state, set_rng_state
-from features import convert
-from features.store import FeatureStore, StoreError, _NpyAppender
+from features import conversion
+from features.store import FeatureStore, StoreError
+from features.store_writer import _NpyAppender
 from features.tsv import RegionRecord, write_tsv
 from lxrt import LXRTConfig, LXRTModel, read_state_dict, save_state_dict
 from lxrt.bert_init import load_bert_weights
@@ -125,7 +127,7 @@ def test_data_and_store_files_that_are_web_pages(tmp_path: Path) -> None:
         load_json(page)
     store = tmp_path / "x.store"
     write_tsv(tmp_path / "x.tsv", [_record(0)])
-    convert.convert_tsv(tmp_path / "x.tsv", store, progress=False)
+    conversion.convert_tsv(tmp_path / "x.tsv", store, progress=False)
     (store / "features.npy").write_text(LFS)
     with pytest.raises(StoreError, match=r"features.npy.*git-LFS pointer"):
         FeatureStore(store).gather(["img0"])
@@ -190,9 +192,20 @@ def test_conversion_on_a_full_disk_removes_its_temp_folder(tmp_path: Path, monke
 
     monkeypatch.setattr(_NpyAppender, "append", append_until_full)
     monkeypatch.setattr(_NpyAppender, "discard", close_fails)
-    with pytest.raises(StoreError, match=r"no space left on .*feats while converting .*x_obj36.tsv"):
-        convert.convert_tsv(tsv, progress=False)
+    with pytest.raises(StoreError, match=r"no space left on .*feats while converting .*x_obj36.tsv") as err:
+        conversion.convert_tsv(tsv, progress=False)
     assert sorted(p.name for p in tsv.parent.iterdir()) == ["x_obj36.tsv"]
+    # A store far below 1 GB is sized in MB, never "about 0.0 GB".
+    assert re.search(r"The store needs about 0\.1 MB: free space there", str(err.value)), str(err.value)
+
+
+def test_store_size_hint_uses_mb_below_one_gb() -> None:
+    """The disk-space hint of a store build: GB from 1 GB up, MB below (at least 0.1 MB), never 0.0."""
+    assert conversion.size_text(2.46e9) == "2.5 GB"
+    assert conversion.size_text(1e9) == "1.0 GB"
+    assert conversion.size_text(999e6) == "999.0 MB"
+    assert conversion.size_text(37.54e6) == "37.5 MB"
+    assert conversion.size_text(2e3) == "0.1 MB"
 
 
 def test_truncated_zip_is_described(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """The original code's ``lxrt`` API (entry, modeling, tokenization, optimization, qa_answer_table,
-load_obj_tsv) against this package's native model, tokenizer, optimizer and feature store.
+utils.load_obj_tsv) and the store-backed ``load_obj_tsv`` against this package's native model, tokenizer,
+optimizer and feature store.
 
 The downstream module below is written the way the original's ``src/tasks/vqa_model.py`` and
 ``vqa.py`` are: only the imports name this package.
@@ -10,7 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +23,8 @@ import torch
 from torch import nn
 
 from engine.optim import BertAdam as EngineBertAdam
-from features.store import open_store, store_path_for
+from features import open_store, store_path_for
+from features.obj_tsv import load_obj_tsv, pixel_boxes
 from features.tsv import RegionRecord, iter_tsv, write_tsv
 from lxrt import LXMERTForPretraining, LXRTConfig, load_state, read_state_dict, save_state_dict
 from lxrt import TaskEncoder as NativeEncoder
@@ -29,7 +34,8 @@ from lxrt.optimization import BertAdam
 from lxrt.qa_answer_table import AnswerTable, load_lxmert_qa
 from lxrt.tokenization import BertTokenizer
 from lxrt.tokenizer import LXRTTokenizer
-from lxrt.utils import load_obj_tsv, pixel_boxes
+from lxrt.utils import FIELDNAMES
+from lxrt.utils import load_obj_tsv as load_obj_tsv_in_ram
 from pretrain import losses as native_losses
 from tasks.models import Classifier
 
@@ -353,6 +359,68 @@ def test_load_obj_tsv_returns_the_original_dicts_from_the_store(workdir: Path):
     clone = pickle.loads(pickle.dumps(again[1]))
     np.testing.assert_array_equal(clone["features"], records[1].features)
     assert clone.get("missing") is None and "boxes" in clone
+
+
+def test_lxrt_utils_load_obj_tsv_decodes_into_ram_like_the_original(workdir: Path):
+    """``lxrt.utils.load_obj_tsv`` is the original's loader: plain dicts holding every array, bit-exact
+    with the TSV, no store built; it equals the store-backed loader's records key for key."""
+    tsv = workdir / "ram_obj36.tsv"
+    write_obj36(tsv, 5, seed=6, feat_dim=24)
+    data = load_obj_tsv_in_ram(tsv)
+    assert not store_path_for(tsv).exists()  # decoded into RAM, not through a store
+    assert len(data) == 5 and len(load_obj_tsv_in_ram(tsv, topk=2)) == 2 and len(load_obj_tsv_in_ram(tsv, -1)) == 5
+    stored = load_obj_tsv(tsv, dtype="float32")
+    for item, rec, lazy in zip(data, iter_tsv(tsv), stored):
+        assert type(item) is dict and list(item) == FIELDNAMES == list(lazy)
+        assert (item["img_id"], item["img_h"], item["img_w"], item["num_boxes"]) == (
+            rec.img_id, rec.img_h, rec.img_w, 36)
+        assert dict.__contains__(item, "features") and item["features"].shape == (36, 24)
+        for key in ("objects_id", "objects_conf", "attrs_id", "attrs_conf", "boxes", "features"):
+            assert item[key].dtype == getattr(rec, key).dtype and not item[key].flags.writeable
+            np.testing.assert_array_equal(item[key], getattr(rec, key))  # boxes too: the TSV's pixels, exactly
+            if key != "boxes":
+                np.testing.assert_array_equal(lazy[key], item[key])
+        np.testing.assert_allclose(lazy["boxes"], item["boxes"], rtol=1e-6)
+    tsv.write_bytes(tsv.read_bytes() + b"\r\n")  # a trailing blank line, which the original's csv reader skips
+    assert [d["img_id"] for d in load_obj_tsv_in_ram(tsv)] == [d["img_id"] for d in data]
+
+
+def test_lxrt_utils_load_obj_tsv_names_a_bad_line(workdir: Path):
+    """A truncated field is one error naming the file, the line, the image and the field."""
+    tsv = workdir / "bad_obj36.tsv"
+    write_obj36(tsv, 3, seed=7, feat_dim=8)
+    lines = tsv.read_bytes().split(b"\r\n")
+    lines[1] = lines[1][:-12]  # the features field of line 2 loses its last bytes
+    tsv.write_bytes(b"\r\n".join(lines))
+    with pytest.raises(ValueError, match=r"bad_obj36\.tsv:2 \(img_id 'COCO_val2014_000000000001'\): field "
+                       r"'features' is not base64 of 36 x D float32"):
+        load_obj_tsv_in_ram(tsv)
+    lines[1] = b"\t".join(lines[1].split(b"\t")[:9])
+    tsv.write_bytes(b"\r\n".join(lines))
+    with pytest.raises(ValueError, match=r"bad_obj36\.tsv:2: 9 tab-separated fields, expected 10"):
+        load_obj_tsv_in_ram(tsv)
+
+
+def test_lxrt_utils_needs_only_numpy(workdir: Path):
+    """``lxrt/utils.py`` copied alone (as a fork's ``src/utils.py``) loads a TSV with numpy only: no torch,
+    no feature store, no other module of this project."""
+    tsv = workdir / "solo_obj36.tsv"
+    write_obj36(tsv, 2, seed=8, feat_dim=8)
+    (workdir / "fork").mkdir()
+    (workdir / "fork" / "utils.py").write_bytes((Path(__file__).parents[1] / "src" / "lxrt" / "utils.py").read_bytes())
+    script = (
+        "import sys\n"
+        "for name in ('torch', 'features', 'lxrt', 'tasks', 'engine', 'datatools'):\n"
+        "    sys.modules[name] = None  # importing any of them fails\n"
+        "from utils import load_obj_tsv\n"
+        f"data = load_obj_tsv({str(tsv)!r})\n"
+        "print(len(data), data[1]['features'].shape)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", script], cwd=workdir / "fork", env=env, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "2 (36, 8)"
 
 
 def test_pixel_boxes_normalize_back_exactly():

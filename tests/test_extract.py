@@ -288,6 +288,24 @@ def test_cli_help() -> None:
     assert "--skip-bad" in result.stdout and "--extractor" in result.stdout
 
 
+def test_butd_registers_itself_where_it_is_offered() -> None:
+    """The registry knows nothing of the detector (no import circle between them); the commands that offer
+    ``--extractor butd`` (features.extract, ask) import ``features.butd``, which registers it without
+    loading the detector's modules until one is built."""
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    script = (
+        "import sys\n"
+        "from features.extractors import available_extractors\n"
+        "print('butd' in available_extractors(), 'features.butd' in sys.modules)\n"
+        "import {entry}\n"
+        "print('butd' in available_extractors(), 'features.butd.extractor' in sys.modules)\n"
+    )
+    for entry in ("features.extract", "ask.cli"):
+        result = subprocess.run([sys.executable, "-c", script.format(entry=entry)], capture_output=True, text=True,
+                                env=env, check=True, timeout=300)
+        assert result.stdout.split() == ["False", "False", "True", "False"], (entry, result.stdout)
+
+
 # ---- plugging in another extractor ---------------------------------------------------------------------
 
 

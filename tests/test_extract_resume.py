@@ -18,7 +18,8 @@ from PIL import Image
 
 from features.extract import BadImageError, extract_folder, find_images, load_image_bounded, skipped_report_path
 from features.extractors import Regions, register_extractor
-from features.store import FeatureStore, partial_path
+from features.store import FeatureStore
+from features.store_writer import partial_path
 from features.tsv import FIELDNAMES, iter_tsv
 
 ROOT = Path(__file__).resolve().parents[1]

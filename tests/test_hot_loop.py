@@ -14,7 +14,8 @@ from engine import recipes
 from engine.device_features import DeviceFeatures, move_features_to_device
 from engine.loop import STEPS_FILE, Trainer, run
 from engine.syncs import HostSyncCounter
-from features.store import FeatureStore, StoreWriter
+from features.store import FeatureStore
+from features.store_writer import StoreWriter
 from lxrt import LXRTConfig
 from tasks.data_common import ImageFeatures
 from tasks.synthetic import SyntheticConfig, generate

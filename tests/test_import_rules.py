@@ -79,8 +79,9 @@ def test_a_task_importing_another_task_is_refused(tree: Path) -> None:
     assert "Each task owns itself" in result.stdout and "BROKEN" in result.stdout
 
 
-def imports_of(path: Path, module: str) -> set[str]:
-    """Every project module ``module`` imports, at any depth of its file (functions included)."""
+def imports_of(path: Path, module: str, modules: set[str]) -> set[str]:
+    """Every project module ``module`` imports, at any depth of its file (functions included);
+    ``from pkg import sub`` imports the module ``pkg.sub`` when there is one, else ``pkg`` itself."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
@@ -92,8 +93,8 @@ def imports_of(path: Path, module: str) -> set[str]:
             if node.level:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*parts, base] if base else parts)
-            found.add(base)
-            found |= {f"{base}.{a.name}" for a in node.names}
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
     return found
 
 
@@ -106,7 +107,7 @@ def project_graph() -> nx.DiGraph:
     graph = nx.DiGraph()
     graph.add_nodes_from(files)
     for module, path in files.items():
-        for target in imports_of(path, module):
+        for target in imports_of(path, module, set(files)):
             if target in files and target != module:
                 graph.add_edge(module, target)
     return graph

@@ -18,14 +18,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from features import convert
-from features.store import (
-    FeatureStore,
-    MissingImageError,
-    StoreError,
-    StoreWriter,
-    open_store,
-    store_path_for,
-)
+from features.opening import open_store
+from features.store import FeatureStore, MissingImageError, StoreError, store_path_for
+from features.store_writer import StoreWriter
 from features.tsv import RegionRecord, TSVFormatError, write_tsv
 
 DIM = 8
@@ -247,7 +242,7 @@ def test_other_dtype_is_rebuilt_or_refused_when_read_only(
     capsys.readouterr()
     assert open_store(tsv, dtype="float16", progress=False).dtype == np.float16
     assert "built with dtype float32, float16 requested" in capsys.readouterr().err
-    monkeypatch.setattr("features.store.os.access", lambda path, mode: False)
+    monkeypatch.setattr("features.opening.os.access", lambda path, mode: False)
     with pytest.raises(StoreError, match=r"train2014_obj36\.store is built with dtype float16.*not writable"):
         open_store(tsv, dtype="float32", progress=False)
 
@@ -271,7 +266,7 @@ def test_killed_conversion_leaves_only_a_tmp_dir_that_is_cleaned(tsv: Path) -> N
     script = textwrap.dedent(
         f"""
         import os, signal
-        from features.store import StoreWriter
+        from features.store_writer import StoreWriter
         from features.tsv import iter_tsv
         w = StoreWriter({str(tsv.with_name("train2014_obj36.store"))!r}, feat_dim={DIM})
         for i, r in enumerate(iter_tsv({str(tsv)!r})):
@@ -290,6 +285,28 @@ def test_killed_conversion_leaves_only_a_tmp_dir_that_is_cleaned(tsv: Path) -> N
     store = open_store(tsv, progress=False)
     assert len(store) == 3
     assert sorted(p.name for p in tsv.parent.iterdir()) == ["train2014_obj36.store", "train2014_obj36.tsv"]
+
+
+def test_resumed_writer_drops_the_temp_journal_of_a_killed_checkpoint(tmp_path: Path) -> None:
+    """A kill inside a checkpoint's atomic journal write leaves its temporary file in the partial store;
+    the resuming writer removes it, so it is never published inside the finished store."""
+    out = tmp_path / "x.store"
+    records = [make_record(i, n=4) for i in range(3)]
+    writer = StoreWriter(out, DIM, resumable=True)
+    for r in records[:2]:
+        writer.add(r.img_id, r.img_h, r.img_w, r.boxes, r.features)
+    writer.checkpoint()
+    writer.abort()
+    partial = tmp_path / "x.store.partial"
+    (partial / ".journal.json.k1ll3d.tmp").write_text('{"images": 9')  # as the killed write left it
+    writer = StoreWriter(out, DIM, resumable=True)
+    assert writer.resumed == 2
+    r = records[2]
+    writer.add(r.img_id, r.img_h, r.img_w, r.boxes, r.features)
+    writer.close()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "boxes.npy", "features.npy", "ids.txt", "image_hw.npy", "meta.json", "offsets.npy"]
+    assert FeatureStore(out).ids == ["img0", "img1", "img2"]
 
 
 def test_corrupt_store_files_are_reported(tsv: Path, capsys: pytest.CaptureFixture) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from features.store import open_store
+from features import open_store
 from lxrt.tokenizer import LXRTTokenizer
 from tasks.answers import AnswerTable, DataFormatError, PretrainAnswerTable, convert_ans, load_json
 from tasks.data_common import ImageFeatures, MissingFeaturesError, QACollator, parse_splits, subset_topk

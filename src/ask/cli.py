@@ -15,7 +15,7 @@ from typing import Any
 from ask.asker import TOP, Asker
 from ask.checkpoints import AskError
 from ask.inputs import DEFAULT_MAX_PIXELS
-from features.extract import _option
+from features.extract import parse_option
 from lxrt import CheckpointError
 
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--extractor", help="registered region extractor (default: the demo's for the demo model, else butd)"
     )
     p.add_argument("--weights", help="extractor weights file (passed to the extractor as weights=PATH)")
-    p.add_argument("--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+    p.add_argument("--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
                    help="extractor option (value parsed as JSON when it can be); repeatable")  # fmt: skip
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE first (it registers an extractor); repeatable")  # fmt: skip

@@ -28,7 +28,7 @@ from ask.asker import Asker
 from ask.checkpoints import DEMO_CHECKPOINT, AskError, find_checkpoints, read_run_config
 from ask.draw import overlay
 from ask.inputs import DEFAULT_MAX_PIXELS
-from features.extract import _option
+from features.extract import parse_option
 from lxrt import CheckpointError
 
 log = logging.getLogger("lxmert.serve")
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load", help="snapshot selected first (default: the demo's snap/demo/BEST.pth)")
     p.add_argument("--extractor", help="region extractor for snapshots other than the demo's (default butd)")
     p.add_argument("--weights", help="extractor weights file (passed as weights=PATH)")
-    p.add_argument("--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+    p.add_argument("--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
                    help="extractor option; repeatable")  # fmt: skip
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first; repeatable")
     p.add_argument("--data-root", dest="data_root", help="answer tables and the demo's data (default: the run's)")

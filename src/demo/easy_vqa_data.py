@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from features.extract import extract_folder, write_text_atomic
+from features.extract import extract_folder
 from features.store import FeatureStore, StoreError
+from lxrt.fileio import atomic_write_text
 
 SPLITS = ("train", "test")
 QUESTION_ID_BASE = {"train": 1_000_000, "test": 2_000_000}
@@ -160,7 +161,7 @@ def _store_usable(path: Path, extractor: str, options: dict[str, Any], dtype: st
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 def prepare_easy_vqa(

@@ -2,7 +2,7 @@
 
 Reads a folder of images (recursively, by extension) or a text file listing image paths, runs a
 registered region extractor (:mod:`features.extractors`) on every image, optionally in a pool of
-worker processes, and streams the results into a :class:`features.store.StoreWriter`, which
+worker processes, and streams the results into a :class:`features.store_writer.StoreWriter`, which
 publishes the store atomically. Image ids default to the file stem.
 
 Extractors that split preprocessing from the network (a ``preprocessor`` and ``run(prepared)``, like
@@ -32,12 +32,14 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
-from tqdm import tqdm
 
+import features.butd  # noqa: F401 - registers the ``butd`` extractor that --extractor offers
 from features.extractors import RegionExtractor, Regions, available_extractors, create_extractor, to_rgb
-from features.store import DTYPES, PARTIAL_SUFFIX, StoreError, StoreWriter, partial_path
+from features.store import DTYPES, StoreError
+from features.store_writer import PARTIAL_SUFFIX, StoreWriter, partial_path
 from features.tsv import RegionRecord, format_record
-from lxrt.fileio import atomic_write
+from lxrt.fileio import atomic_write_text, fsync_dir
+from lxrt.progress import progress_bar
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SKIPPED_SUFFIX = ".skipped.tsv"
@@ -148,11 +150,6 @@ def skipped_report_path(out_dir: str | os.PathLike) -> Path:
     """Where the list of skipped images of the store at ``out_dir`` is written."""
     out_dir = Path(out_dir)
     return out_dir.with_name(out_dir.name + SKIPPED_SUFFIX)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, and rename it over ``path``."""
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n"))
 
 
 # ---- per-image work (runs in worker processes when workers > 1) ------------------------------------
@@ -356,6 +353,7 @@ class _TsvAppender:
         self.flush()
         self._f.close()
         os.replace(self.partial, self.path)
+        fsync_dir(self.path.parent)
         return self.path
 
     def close(self) -> None:
@@ -460,13 +458,14 @@ def extract_folder(
     # the partial store keeps every image finished before the last checkpoint.
     with contextlib.closing(results):  # type: ignore[type-var]
         try:
-            bar = tqdm(
-                results,
-                total=len(image_paths),
-                initial=len(image_paths) - len(todo),
+            bar = progress_bar(
+                len(image_paths),
+                f"extract {built.name}",
                 unit="img",
-                desc=f"extract {built.name}",
-                disable=not progress,
+                enabled=progress,
+                initial=len(image_paths) - len(todo),
+                leave=True,
+                iterable=results,
             )
             last = time.monotonic()
             for (path, img_id), (regions, (img_h, img_w), reason) in zip(todo, bar):
@@ -501,7 +500,7 @@ def extract_folder(
         tsv_out.finish()
     if skip_bad:
         lines = ["path\treason"] + [f"{p}\t{' '.join(r.split())}" for p, r in skipped]
-        write_text_atomic(skipped_report_path(out_dir), "\n".join(lines) + "\n")
+        atomic_write_text(skipped_report_path(out_dir), "\n".join(lines) + "\n")
     seconds = time.perf_counter() - start
     done = len(todo) - (len(skipped) - len(done_paths))
     print(
@@ -530,7 +529,8 @@ def _open_writer(out_dir: Path, feat_dim: int, dtype: str, source: dict[str, Any
 # ---- command line ------------------------------------------------------------------------------------
 
 
-def _option(text: str) -> tuple[str, Any]:
+def parse_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--option`` -> (key, value): the value parsed as JSON when it can be, else the text."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -578,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--option",
         action="append",
-        type=_option,
+        type=parse_option,
         default=[],
         metavar="KEY=VALUE",
         help="any other extractor option (value parsed as JSON when it can be); repeatable",

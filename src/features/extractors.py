@@ -15,12 +15,13 @@ Two extractors without learned weights ship here:
   connected blobs. Every region carries its RGB patch, a foreground mask patch (the shape), the
   colour of its foreground pixels and simple statistics, so both colour and shape are easy to read.
 
-The bottom-up-attention detector (``butd``, :mod:`features.butd`) is registered here too; torch and
-the model are imported only when it is built. Plugging in another detector: write a class with
-``name``, ``feat_dim`` and ``__call__`` returning ``Regions(boxes=pixel x1y1x2y2, features=...,
-objects_id=..., objects_conf=...)``, decorate a factory with ``@register_extractor("mine")`` in an
-importable module, and run ``python -m features.extract --plugin that.module --extractor mine ...``.
-Workers import the plugin module too, so the registration must happen at import time.
+Detectors register themselves the same way when their module is imported: the bottom-up-attention
+detector ``butd`` when :mod:`features.butd` is (the commands that offer ``--extractor butd`` import
+it). Plugging in another detector: write a class with ``name``, ``feat_dim`` and ``__call__``
+returning ``Regions(boxes=pixel x1y1x2y2, features=..., objects_id=..., objects_conf=...)``, decorate
+a factory with ``@register_extractor("mine")`` in an importable module, and run
+``python -m features.extract --plugin that.module --extractor mine ...``. Workers import the plugin
+module too, so the registration must happen at import time.
 """
 
 from __future__ import annotations
@@ -421,10 +422,3 @@ class GridObjectExtractor:
         )
         return Regions(boxes=boxes.astype(np.float32), features=feats.astype(np.float32))
 
-
-@register_extractor("butd")
-def _butd(**options: object) -> RegionExtractor:
-    """The bottom-up-attention Faster R-CNN (:class:`features.butd.extractor.ButdExtractor`)."""
-    from features.butd.extractor import ButdExtractor
-
-    return ButdExtractor(**options)  # type: ignore[arg-type]

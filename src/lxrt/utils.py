@@ -1,17 +1,19 @@
-"""The original code's ``load_obj_tsv``, reading through the memory-mapped feature store.
+"""The original code's ``utils.load_obj_tsv``: an obj36 feature TSV decoded into RAM, numpy only.
 
-The original decodes a whole obj36 TSV into RAM (~38 GB for VQA). Here the TSV is converted once
-into its feature store (the one the project's tasks use, ``X_obj36.store/`` next to the TSV) and
-each returned dict reads its image's regions from the store: the list costs a few hundred bytes
-per image, and the region arrays are produced when a key is read.
+This is the original's behaviour, and it costs the original's memory: every image's arrays stay in
+RAM, about 0.3 MB per image, ~38 GB for VQA's train and val features (and a copy in each
+DataLoader worker that touches them). With this project's ``src`` on the path, use
+``features.obj_tsv.load_obj_tsv`` instead: the same arguments and the same list of dicts, read
+lazily from the memory-mapped feature store that the TSV is converted into once. This module needs
+nothing but numpy, so it also works in a fork that copies ``lxrt/`` alone.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,109 +22,73 @@ FIELDNAMES = [
     "img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf", "num_boxes", "boxes",
     "features",
 ]
-_LAZY = ("boxes", "features")
+_SIZES = ("img_h", "img_w", "num_boxes")
+# The base64 fields: name -> (dtype, values per region; -1 for the feature width, which the data gives).
+_ARRAYS: dict[str, tuple[type, int | None]] = {
+    "objects_id": (np.int64, None),
+    "objects_conf": (np.float32, None),
+    "attrs_id": (np.int64, None),
+    "attrs_conf": (np.float32, None),
+    "boxes": (np.float32, 4),
+    "features": (np.float32, -1),
+}
 
 
-def pixel_boxes(norm: np.ndarray, img_h: int, img_w: int) -> np.ndarray:
-    """Pixel boxes (N, 4) float32 from the store's normalized ones.
+def _decode(fields: list[bytes], where: str) -> dict[str, Any]:
+    """One TSV line's fields as the original's dict; ``ValueError`` naming ``where`` for a bad field."""
+    if len(fields) != len(FIELDNAMES):
+        raise ValueError(f"{where}: {len(fields)} tab-separated fields, expected {len(FIELDNAMES)}: {FIELDNAMES}")
+    raw = dict(zip(FIELDNAMES, fields))
+    try:
+        img_id = raw["img_id"].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{where}: img_id is not UTF-8 text") from None
+    where = f"{where} (img_id {img_id!r})"
+    sizes = {}
+    for name in _SIZES:
+        try:
+            sizes[name] = int(raw[name])
+        except ValueError:
+            raise ValueError(f"{where}: {name} must be an integer, got {raw[name][:20]!r}") from None
+    n = sizes["num_boxes"]
+    item: dict[str, Any] = {"img_id": img_id}
+    for name in FIELDNAMES[1:]:
+        if name in sizes:
+            item[name] = sizes[name]
+            continue
+        dtype, width = _ARRAYS[name]
+        shape = (n,) if width is None else (n, width)
+        try:
+            arr = np.frombuffer(base64.b64decode(raw[name]), dtype=dtype).reshape(shape)
+        except (binascii.Error, ValueError):
+            expected = f"{n} x D" if width == -1 else " x ".join(str(d) for d in shape)
+            raise ValueError(
+                f"{where}: field {name!r} is not base64 of {expected} {np.dtype(dtype).name} values (num_boxes {n})"
+            ) from None
+        arr.setflags(write=False)
+        item[name] = arr
+    return item
 
-    The float32 product is what the original's ``boxes[:, (0, 2)] /= img_w; boxes[:, (1, 3)] /= img_h``
-    turns back into exactly ``norm`` (a float32 quotient times its divisor, rounded to float32, is
-    a preimage of that quotient), so original-style code sees the store's boxes to the bit.
+
+def load_obj_tsv(fname: str | os.PathLike, topk: int | None = None) -> list[dict[str, Any]]:
+    """The images of an obj36 TSV as a list of dicts, all arrays decoded into RAM (the original's loader).
+
+    Keys are ``FIELDNAMES`` in order: ``img_id`` (str), ``img_h``, ``img_w``, ``num_boxes`` (int),
+    ``objects_id``, ``attrs_id`` (int64), ``objects_conf``, ``attrs_conf`` (float32), ``boxes`` (N, 4)
+    float32 pixels and ``features`` (N, D) float32, read-only. ``topk`` None or -1 reads every line,
+    else the first ``topk``. A malformed line is a ``ValueError`` naming the file, line and field.
+    For the memory of large files see the module docstring (``features.obj_tsv.load_obj_tsv``).
     """
-    return norm * np.array([img_w, img_h, img_w, img_h], dtype=np.float32)
-
-
-class ObjRecord(dict):
-    """One image as the original's dict; ``boxes`` (pixels, float32) and ``features`` (float32) are
-    read from the store on access, read-only like the original's arrays."""
-
-    __slots__ = ("_store",)
-
-    def __init__(self, store: Any, fields: dict[str, Any]) -> None:
-        super().__init__(fields)
-        self._store = store
-
-    def _region(self, key: str) -> np.ndarray:
-        regions = self._store.get(dict.__getitem__(self, "img_id"))
-        if key == "features":
-            out = regions.features if regions.features.dtype == np.float32 else regions.features.astype(np.float32)
-        else:
-            out = pixel_boxes(regions.boxes, regions.img_h, regions.img_w)
-        out.setflags(write=False)
-        return out
-
-    def __missing__(self, key: str) -> np.ndarray:
-        if key in _LAZY:
-            return self._region(key)
-        raise KeyError(key)
-
-    def __contains__(self, key: object) -> bool:
-        return key in _LAZY or dict.__contains__(self, key)
-
-    def __iter__(self) -> Iterator[str]:
-        yield from dict.__iter__(self)
-        yield from _LAZY
-
-    def __len__(self) -> int:
-        return dict.__len__(self) + len(_LAZY)
-
-    def keys(self) -> list[str]:  # type: ignore[override]
-        return list(self)
-
-    def values(self) -> list[Any]:  # type: ignore[override]
-        return [self[k] for k in self]
-
-    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
-        return [(k, self[k]) for k in self]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self[key] if key in self else default  # noqa: SIM401 - this is get itself
-
-    def copy(self) -> dict[str, Any]:  # type: ignore[override]
-        return dict(self.items())
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ObjRecord, (self._store, dict(dict.items(self))))
-
-    def __repr__(self) -> str:
-        return f"ObjRecord({dict.__repr__(self)[:-1]}, 'boxes': <{self['num_boxes']}x4>, 'features': <lazy>}})"
-
-
-def _store_dtype(path: Path) -> str:
-    """The dtype of an up-to-date store of ``path`` (so that it is reused), else the tasks' float16."""
-    from features.store import DTYPES, store_path_for, store_status
-
-    if path.is_file():
-        for dtype in DTYPES:
-            if store_status(store_path_for(path), path, dtype) is None:
-                return dtype
-    return "float16"
-
-
-def load_obj_tsv(fname: str | os.PathLike, topk: int | None = None, *, dtype: str | None = None) -> list[ObjRecord]:
-    """The images of an obj36 TSV (or a store directory) as the original's list of dicts.
-
-    Keys ``img_id`` (str), ``img_h``, ``img_w``, ``num_boxes`` (int), ``objects_id``, ``attrs_id``
-    (int64), ``objects_conf``, ``attrs_conf`` (float32), ``boxes`` (N, 4) float32 pixels and
-    ``features`` (N, D) float32. ``topk`` None or -1 reads every image, else the first ``topk``.
-    The store is built on first use (float16 like the tasks' unless ``dtype="float32"``, which keeps
-    the TSV's exact values); an up-to-date store of either dtype is reused.
-    """
-    from features.store import open_store
-
     start = time.time()
-    path = Path(fname)
     print(f"Start to load Faster-RCNN detected objects from {fname}")
-    store = open_store(path, topk=topk, dtype=dtype or _store_dtype(path))
     data = []
-    for img_id in store.ids:
-        regions = store.get(img_id)
-        fields: dict[str, Any] = {"img_id": img_id, "img_h": regions.img_h, "img_w": regions.img_w}
-        for name in FIELDNAMES[3:7]:
-            if getattr(regions, name) is not None:
-                fields[name] = getattr(regions, name)
-        fields["num_boxes"] = regions.num_boxes
-        data.append(ObjRecord(store, fields))
+    with open(fname, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.rstrip(b"\r\n")
+            if not line:  # the original's csv reader skips blank lines
+                continue
+            data.append(_decode(line.split(b"\t"), f"{fname}:{lineno}"))
+            if topk is not None and len(data) == topk:
+                break
     print(f"Loaded {len(data)} images in file {fname} in {int(time.time() - start)} seconds.")
     return data

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from engine.batch import Batch
 from engine.report import get_logger
-from features.store import FeatureStore, RegionFeatures, open_store
+from features import FeatureStore, RegionFeatures, open_store
 
 from .masking import IGNORE, frame_tokens, mask_regions, mask_words, sample_answer
 

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from engine.batch import Batch
-from features.store import FeatureStore, open_store
+from features import FeatureStore, open_store
 from tasks.answers import AnswerTable, DataFormatError, load_json
 
 if TYPE_CHECKING:

@@ -17,24 +17,24 @@ from pathlib import Path
 import torch
 
 from features.butd.model import Bottleneck, ConvBN, Detector, DetectorConfig, cell_anchors
-from lxrt.checkpoint import CheckpointError, torch_load
+from lxrt.checkpoint import CheckpointError, load_state, torch_load
 from lxrt.fileio import atomic_write
 
 DEFAULT_WEIGHTS = Path("snap/detector/pytorch_model.bin")
 DOWNLOAD_HINT = "bash run/download_data.bash butd-detector"
-_SHOWN = 5  # how many keys of each kind an error names
 
 
 class WeightsError(ValueError):
     """A weights file that cannot be loaded strictly into the detector; the message names the file."""
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a ``pytorch_model.bin`` (loaded with ``weights_only=True``); errors name the file."""
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a detector ``pytorch_model.bin``, read by :func:`lxrt.checkpoint.torch_load`
+    (``weights_only=True``; web pages, LFS pointers, empty or truncated files are named as such)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such detector weights file")
-    try:  # the shared loader names web pages, LFS pointers, JSON, empty or truncated files
+    try:
         obj = torch_load(path, expected="the detector's pytorch_model.bin")
     except CheckpointError as err:
         raise WeightsError(f"{path}: not a readable PyTorch state dict: {err}") from None
@@ -45,36 +45,17 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def compare_state_dict(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> list[str]:
-    """Lines describing how ``given`` differs from ``expected`` in keys and shapes (empty: they match)."""
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    shapes = [
-        f"{k}: {tuple(given[k].shape)} in the file, {tuple(expected[k].shape)} expected"
-        for k in expected
-        if k in given and tuple(given[k].shape) != tuple(expected[k].shape)
-    ]
-    lines = []
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if items:
-            more = f" (and {len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
-            lines.append(f"{len(items)} {title}: {', '.join(items[:_SHOWN])}{more}")
-    return lines
-
-
 def load_weights(model: Detector, path: str | os.PathLike) -> Detector:
-    """Load ``path`` into ``model`` key for key; :class:`WeightsError` names the file and the first
-    missing, unexpected and mis-shaped keys. Floating tensors are cast to the model's dtype."""
-    state = read_state_dict(path)
-    expected = model.state_dict()
-    problems = compare_state_dict(expected, state)
-    if problems:
+    """Load ``path`` into ``model`` key for key through :func:`lxrt.checkpoint.load_state` (strict);
+    :class:`WeightsError` names the file and the first reshaped key, or the missing and unexpected
+    keys. Floating tensors take the model's dtype."""
+    state = read_weights(path)
+    try:
+        load_state(model, state, strict=True, source=str(path))
+    except CheckpointError as err:
         raise WeightsError(
-            f"{path}: not the weights of the bottom-up-attention detector "
-            f"({len(expected)} entries expected, {len(state)} found):\n  " + "\n  ".join(problems)
-        )
-    cast = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
-    model.load_state_dict(cast, strict=True)
+            f"{err}\n(the bottom-up-attention detector has {len(model.state_dict())} entries, the file {len(state)})"
+        ) from None
     return model
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lxrt.checkpoint import atomic_write
-from lxrt.fileio import DiskFullError, append_text, disk_full_error, is_disk_full
+from lxrt.fileio import DiskFullError, append_text, atomic_write_text, disk_full_error, is_disk_full
 
 LOGGER_NAME = "lxmert"
 
@@ -178,7 +178,7 @@ class RunReport:
             return
         self.history.append(record)
         text = json.dumps(self.history, indent=1)
-        atomic_write(self.output_dir / "history.json", lambda tmp: tmp.write_text(text))
+        atomic_write_text(self.output_dir / "history.json", text)
         if self._tb is not None:
             with self._tensorboard():
                 self._tb.flush()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lxrt.checkpoint import atomic_write
+from lxrt import fileio
 
 Writer = Callable[[Mapping[Any, Any], Path, "Iterable[Any] | None"], Path]
 """``writer(predictions, path, expected_ids)``: check completeness, write ``path``, return it."""
@@ -36,8 +36,9 @@ def register_writer(task: str, suffix: str) -> Callable[[Writer], Writer]:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write UTF-8 ``text`` atomically (temporary file beside ``path``, fsync, rename)."""
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline=""))
+    """Write UTF-8 ``text`` atomically (temporary file beside ``path``, fsync, rename; a full disk is
+    one ``DiskFullError`` line with the size needed)."""
+    return fileio.atomic_write_text(path, text)
 
 
 def prediction_path(output_dir: str | Path, split: str, task: str) -> Path:

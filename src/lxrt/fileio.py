@@ -176,8 +176,8 @@ def sweep_temp_files(folder: str | Path) -> list[Path]:
                 removed.append(Path(entry.path))
                 log.info(f"removed {entry.path} ({human_bytes(size)}), left by process {found['pid']} "
                          "which was stopped while writing it")
-        except FileNotFoundError:
-            continue  # another process swept it first
+        except OSError:  # swept by another process first, or not ours to remove: left as it is
+            continue
     return removed
 
 

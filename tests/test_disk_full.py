@@ -52,8 +52,8 @@ def _unshare() -> str | None:
 needs_small_fs = pytest.mark.skipif(_unshare() is None, reason="cannot mount a private tmpfs here")
 
 
-def on_small_fs(tmp_path: Path, size: str, script: str, *args: str, helpers: str = "") -> dict:
-    """Run ``script`` (Python; ``sys.argv[1]``: the mount point; ``FS_HELPERS`` and ``helpers`` defined)
+def on_small_fs(tmp_path: Path, size: str, script: str, *args: str, prelude: str = "") -> dict:
+    """Run ``script`` (Python; ``sys.argv[1]``: the mount point; ``FS_TOOLS`` and ``prelude`` defined)
     with a fresh ``size`` tmpfs mounted at ``tmp_path/mnt`` in a private mount namespace; returns the
     JSON object it prints last."""
     mnt = tmp_path / "mnt"
@@ -61,13 +61,13 @@ def on_small_fs(tmp_path: Path, size: str, script: str, *args: str, helpers: str
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     shell = 'mount -t tmpfs -o size="$1" tmpfs "$2" && shift 2 && exec "$@"'
     cmd = [_unshare(), "-rm", "sh", "-c", shell, "sh", size, str(mnt), sys.executable, "-c",
-           "".join(textwrap.dedent(code) for code in (FS_HELPERS, helpers, script)), str(mnt), *args]  # fmt: skip
+           "".join(textwrap.dedent(code) for code in (FS_TOOLS, prelude, script)), str(mnt), *args]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-FS_HELPERS = """
+FS_TOOLS = """
     import hashlib, json, os, shutil, subprocess, sys
     from pathlib import Path
 
@@ -258,7 +258,7 @@ def test_training_run_starting_on_a_full_disk_ends_in_one_line(tmp_path: Path, s
             fill(leave)
             out[leave] = vqa(MNT / "run", "--epochs", "1")
         print(json.dumps(out))
-    """, str(synth / "data"), str(synth / "model.json"), helpers=RUN)
+    """, str(synth / "data"), str(synth / "model.json"), prelude=RUN)
     for leave, run in result.items():
         assert run["rc"] == 1, (leave, run)
         lines = run["err"].splitlines()
@@ -283,7 +283,7 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one_and_resumes(tmp_path: 
         again = vqa(run, "--epochs", "2", "--resume")
         print(json.dumps({"first": first, "full": full, "same": before == after, "steps": steps, "again": again,
                           "history": json.loads((run / "history.json").read_text())}))
-    """, str(synth / "data"), str(synth / "model.json"), helpers=RUN)
+    """, str(synth / "data"), str(synth / "model.json"), prelude=RUN)
     assert result["first"]["rc"] == 0, result["first"]["err"][-2000:]
     full = result["full"]
     assert full["rc"] == 1 and len(full["err"].splitlines()) == 1, full["err"][-3000:]

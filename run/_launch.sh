@@ -10,10 +10,24 @@ export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
 has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 
 # backup OUTPUT SCRIPT: keep a copy of the code and the script beside the run, as the original did.
+# A full disk ends here in one line (what the copy needs, what is free).
 backup() {
-    mkdir -p "$1/src"
-    cp -r "$REPO"/src/* "$1/src/" 2>/dev/null || true
-    cp "$2" "$1/run.bash"
+    local err dir need free
+    if err=$(mkdir -p "$1/src" 2>&1); then
+        cp -r "$REPO"/src/* "$1/src/" 2>/dev/null || true
+        err=$(cp "$2" "$1/run.bash" 2>&1) && return 0
+    fi
+    dir="$1"
+    while [ ! -d "$dir" ]; do dir=$(dirname "$dir"); done
+    need=$(du -sk "$REPO/src" "$2" 2>/dev/null | awk '{s += $1} END {print s}')
+    free=$(df -Pk "$dir" 2>/dev/null | awk 'NR == 2 {print $4}')
+    if [ -n "$free" ] && [ -n "$need" ] && [ "$free" -lt "$need" ]; then
+        echo "error: no space left on $1 while copying the code beside the run (src/, run.bash: needs about" \
+            "${need} KB, ${free} KB free). Free some space and run again" >&2
+    else
+        echo "error: cannot copy the code beside the run into $1: ${err%%$'\n'*}" >&2
+    fi
+    exit 1
 }
 
 # launch GPU_IDS MODULE ARGS...: one process, or torchrun with one process per GPU when

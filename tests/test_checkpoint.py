@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 from pathlib import Path
 
 import pytest
@@ -164,11 +166,11 @@ def test_atomic_save_keeps_previous_file_on_failure(tmp_path: Path, monkeypatch:
     path = save_state_dict({"a": torch.ones(3)}, tmp_path / "w.pth")
     real_save = torch.save
 
-    def half_then_fail(obj, f, *args, **kwargs):
-        real_save(obj, f, *args, **kwargs)
-        data = Path(f).read_bytes()
-        Path(f).write_bytes(data[: len(data) // 2])
-        raise OSError("disk went away mid-write")
+    def half_then_fail(obj, f, *args, **kwargs):  # f: the open temp file
+        buf = io.BytesIO()
+        real_save(obj, buf, *args, **kwargs)
+        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        raise OSError(errno.EIO, "disk went away mid-write")
 
     monkeypatch.setattr(torch, "save", half_then_fail)
     with pytest.raises(OSError, match="mid-write"):

@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ SMALL = SyntheticConfig(
     gqa_valid_images=4, gqa_submit_images=3, gqa_testdev_images=4, nlvr2_train_sets=4, nlvr2_valid_sets=2,
     nlvr2_test_sets=2,
 )  # fmt: skip
+REPO = Path(__file__).resolve().parents[1]
 MODEL = LXRTConfig.tiny(hidden_size=32, num_attention_heads=2, intermediate_size=64, visual_feat_dim=64)
 
 
@@ -85,6 +88,69 @@ def test_server_split_with_missing_features_fails_or_is_written_with_allow_missi
     assert len(ids) == total - 1 and missing_id not in ids
     assert any("LACK 1 of" in r.getMessage() for r in caplog.records)
     assert any(f"{predict} LACKS 1 of {total}" in r.getMessage() for r in caplog.records)
+
+
+LOCAL = {  # task module, test recipe, split, question file, id key, image key, predictions file
+    "vqa": (vqa, "vqa_test", "minival", "vqa/minival.json", "question_id", "img_id", "minival_predict.json"),
+    "gqa": (gqa, "gqa_test", "testdev", "gqa/testdev.json", "question_id", "img_id", "testdev_predict.json"),
+    "nlvr2": (nlvr2, "nlvr2_test", "valid", "nlvr2/valid.json", "identifier", "img1", "valid_predict.csv"),
+}
+
+
+@pytest.mark.parametrize("task", sorted(LOCAL))
+def test_local_split_with_missing_features_is_predicted_without_them(
+    base: Path, tmp_path: Path, task: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A local split (labels, scored here) drops records without features with one count in the log
+    and writes the others; it used to be evaluated whole and then refused as an incomplete submission."""
+    module, recipe, split, rel, id_key, image_key, predict = LOCAL[task]
+    data, missing_id = _with_missing_image(base, tmp_path, rel, id_key, image_key)
+    total = len(json.loads((data / rel).read_text()))
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        module.main(_args(base, out, "--recipe", recipe, "--test", split, data=data))
+    ids = _written_ids(out / predict)
+    assert len(ids) == total - 1 and missing_id not in ids
+    drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(drops) == 1 and f"dropped 1 of {total} records" in drops[0], drops
+    assert not (out / f"{split}_missing.txt").exists()
+
+
+def test_a_task_declares_its_server_split(base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A split a task declares in its ``server_splits`` is held to completeness before any
+    evaluation; the same split undeclared is local (its record is dropped, the rest predicted)."""
+    from tasks import snli_ve
+
+    data, missing_id = _with_missing_image(base, tmp_path, "snli_ve/test.json", "pair_id", "img_id")
+    snli_ve.main(_args(base, tmp_path / "local", "--recipe", "snli_ve_test", "--test", "test", data=data))
+    assert (tmp_path / "local/test_predict.json").is_file()
+    monkeypatch.setattr(snli_ve.SNLIVETask, "server_splits", ("test",))
+    out = tmp_path / "server"
+    with pytest.raises(SystemExit, match=rf"snli_ve test: 1 of .*{missing_id}"):
+        snli_ve.main(_args(base, out, "--recipe", "snli_ve_test", "--test", "test", data=data))
+    assert not (out / "test_predict.json").exists() and not (out / "steps.jsonl").exists()
+
+
+def test_minival_with_missing_features_through_the_run_script(base: Path, tmp_path: Path) -> None:
+    """``bash run/vqa_test.bash 0 x --test minival`` on a val2014 feature file that lacks one minival
+    image: minival_predict.json and the accuracy are written, exit status 0 (it used to fail at the end)."""
+    data = tmp_path / "data"
+    shutil.copytree(base / "data", data)
+    image = json.loads((data / "vqa/minival.json").read_text())[0]["img_id"]
+    tsv = data / "mscoco_imgfeat/val2014_obj36.tsv"
+    lines = tsv.read_text().splitlines(keepends=True)
+    tsv.write_text("".join(ln for ln in lines if not ln.startswith(image + "\t")))
+    questions = json.loads((data / "vqa/minival.json").read_text())
+    lost = sum(q["img_id"] == image for q in questions)
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    cmd = ["bash", str(REPO / "run/vqa_test.bash"), "0", "x", "--test", "minival", "--data-root", str(data),
+           "--model-config", str(base / "model.json"), "--fromScratch", "--no-progress"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"vqa minival: dropped {lost} of {len(questions)} records" in proc.stdout + proc.stderr
+    written = json.loads((tmp_path / "snap/vqa/x/minival_predict.json").read_text())
+    assert len(written) == len(questions) - lost
+    assert "accuracy" in json.loads((tmp_path / "snap/vqa/x/minival_metrics.json").read_text())
 
 
 def test_incomplete_test_split_fails_before_training(base: Path, tmp_path: Path) -> None:

@@ -94,11 +94,10 @@ SLOW_WRITER = textwrap.dedent("""
         buf = io.BytesIO()
         real_save(obj, buf)
         data = buf.getvalue()
-        with open(f, "wb") as out:
-            for i in range(0, len(data), 1 << 20):
-                out.write(data[i : i + (1 << 20)])
-                out.flush()
-                time.sleep(2)
+        for i in range(0, len(data), 1 << 20):  # f: the open temp file
+            f.write(data[i : i + (1 << 20)])
+            f.flush()
+            time.sleep(2)
 
     torch.save = slow_disk
     save_training_state(sys.argv[1], {"model": {"w": torch.zeros(1 << 22)}, "optimizer": {}, "rng": {},
@@ -132,8 +131,7 @@ def _half_then_enospc(calls: list[int], fail_on: int):
 
         buf = io.BytesIO()
         real(obj, buf)
-        with open(f, "wb") as out:
-            out.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])  # f: the open temp file
         raise OSError(errno.ENOSPC, "No space left on device")
 
     return save

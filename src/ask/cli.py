@@ -10,17 +10,23 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ask.asker import TOP, Asker
 from ask.checkpoints import AskError
-from ask.inputs import DEFAULT_MAX_PIXELS
+from ask.inputs import DEFAULT_MAX_PIXELS, clean_text
 from features.extract import parse_option
 from lxrt import CheckpointError
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """A bad command line: one line, then exit status 2."""
+        self.exit(2, f"ask: error: {clean_text(message, visible=True)} (python -m ask --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m ask",
         description="Ask a trained LXMERT about a picture: prints the top answers with probabilities and writes "
         "a PNG (the image with the regions the question attends to most, the question, the answers). "
@@ -81,20 +87,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         result = asker.ask(images[0], text, top=args.top)
         print(f"Q: {result.question}" + ("  (cut to the model's length)" if result.truncated else ""))
-        width = max(len(a) for a, _ in result.answers)
-        for rank, (answer, prob) in enumerate(result.answers, 1):
+        answers = [(clean_text(a), p) for a, p in result.answers]
+        width = max(len(a) for a, _ in answers)
+        for rank, (answer, prob) in enumerate(answers, 1):
             print(f"  {rank}. {answer:<{width}}  {prob:.3f}")
         png = answer_figure(result, out)
         summary = {"answers": result.answers}
-    print(f"picture: {png}")
+    print(f"picture: {clean_text(str(png), visible=True)}")
     return {**summary, "png": str(png), "task": asker.task}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0; 2 for bad input (one line saying what), 1 for anything else (one line too)."""
     args = build_parser().parse_args(argv)
     try:
         run(args)
     except (AskError, CheckpointError, OSError) as err:
-        print(f"ask: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(2, str(err))
+    except KeyboardInterrupt:
+        return _fail(130, "interrupted")
+    except Exception as err:  # a bug or a library's surprise: still one line, with what it was
+        return _fail(1, f"unexpected {type(err).__name__}: {str(err).strip() or 'no message'}")
     return 0
+
+
+def _fail(status: int, message: str) -> int:
+    """Print ``message`` as one clean line on stderr; return ``status``."""
+    print(f"ask: error: {clean_text(message.strip(), visible=True)}", file=sys.stderr)
+    return status

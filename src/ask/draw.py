@@ -7,6 +7,7 @@ import io
 import os
 import re
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from ask.asker import AskResult, ImageRegions, VerifyResult
+from ask.inputs import clean_text
 from lxrt.fileio import atomic_write
 
 STRONGEST = (224, 49, 49)  # the region that matters most
@@ -62,7 +64,7 @@ def overlay(regions: ImageRegions, top: int = TOP_REGIONS) -> Image.Image:
         if regions.importance is not None:
             parts.append(f"{regions.importance[i]:.0%}")
         if regions.labels is not None:
-            parts.append(regions.labels[i])
+            parts.append(clean_text(regions.labels[i]))
         tag = " ".join(parts)
         left, top_, right, bottom = draw.textbbox((0, 0), tag, font=font)
         tx = min(max(0.0, x1), size[0] - (right - left) - 4)
@@ -75,7 +77,9 @@ def overlay(regions: ImageRegions, top: int = TOP_REGIONS) -> Image.Image:
 def _save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=fig.dpi)
+    with warnings.catch_warnings():  # a character the font lacks is drawn as a box; no warning per glyph
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+        fig.savefig(buffer, format="png", dpi=fig.dpi)
     return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
@@ -83,7 +87,7 @@ def _bars(ax, labels: list[str], values: list[float], title: str) -> None:  # no
     y = np.arange(len(labels))[::-1]
     colours = ["#1971c2"] + ["#a5d8ff"] * (len(labels) - 1)
     ax.barh(y, values, color=colours)
-    ax.set_yticks(y, labels)
+    ax.set_yticks(y, [clean_text(label) for label in labels], parse_math=False)  # "$" is a dollar
     ax.set_xlim(0, 1)
     for yi, v in zip(y, values):
         ax.text(min(v + 0.02, 0.82), yi, f"{v:.1%}", va="center")
@@ -101,8 +105,9 @@ def answer_figure(result: AskResult, path: str | os.PathLike, top_regions: int =
     what = "regions the [CLS] attends to most" if result.regions.importance is not None else "regions"
     left.set_title(what, loc="left", fontsize=10)
     _bars(right, [a for a, _ in result.answers], [p for _, p in result.answers], "top answers")
-    question = textwrap.fill(result.question, 90) + (" (cut to the model's length)" if result.truncated else "")
-    fig.suptitle(f"Q: {question}\nA: {result.answer}", x=0.02, ha="left", fontsize=13)
+    question = textwrap.fill(clean_text(result.question), 90)
+    question += " (cut to the model's length)" if result.truncated else ""
+    fig.suptitle(f"Q: {question}\nA: {clean_text(result.answer)}", x=0.02, ha="left", fontsize=13, parse_math=False)
     return _save_figure(fig, path)
 
 
@@ -115,8 +120,8 @@ def verify_figure(result: VerifyResult, path: str | os.PathLike, top_regions: in
         ax.set_axis_off()
         ax.set_title(name, loc="left", fontsize=10)
     _bars(axes[2], ["true", "false"], [result.prob_true, 1 - result.prob_true], "judgement")
-    fig.suptitle(f"{textwrap.fill(result.statement, 110)}\n-> {str(result.answer).lower()}", x=0.02, ha="left",
-                 fontsize=13)  # fmt: skip
+    fig.suptitle(f"{textwrap.fill(clean_text(result.statement), 110)}\n-> {str(result.answer).lower()}", x=0.02,
+                 ha="left", fontsize=13, parse_math=False)  # fmt: skip
     return _save_figure(fig, path)
 
 

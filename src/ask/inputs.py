@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,41 @@ DEFAULT_MAX_PIXELS = 40_000_000
 VOCAB_FILES = {"objects": "objects_vocab.txt", "attributes": "attributes_vocab.txt"}
 
 
+_ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, screen clears
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f]).*?(?:\x07|\x1b\\|\x9c|$)"  # OSC/DCS/SOS/PM/APC strings
+    r"|\x1b[ -/]*[0-~]?",  # other escapes (and a lone ESC)
+    re.DOTALL,
+)
+_STRAY_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+
+
+def clean_text(text: str, visible: bool = False) -> str:
+    """``text`` safe to print on a terminal and to draw: bytes that were not UTF-8 (kept by Python as
+    surrogate escapes) become U+FFFD, terminal escape sequences are removed, control whitespace
+    becomes a space and other control and format characters (bidi overrides, NUL, ...) are dropped.
+    Printable text, accents and non-Latin scripts are kept as they are.
+
+    ``visible``: escape sequences and control characters are shown as ``\\x1b``-style escapes instead
+    (for file names in messages, so that the file can still be found).
+    """
+    if text.isprintable():
+        return text
+    text = _STRAY_SURROGATE.sub("\ufffd", text)
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if visible:
+        return "".join(ch if ch == " " or unicodedata.category(ch)[0] != "C" else ascii(ch)[1:-1] for ch in text)
+    text = _ESCAPE_SEQUENCE.sub("", text)
+    return "".join(" " if ch.isspace() else ch for ch in text if ch.isspace() or unicodedata.category(ch)[0] != "C")
+
+
 def check_text(text: object, what: str = "question") -> str:
-    """The stripped text; an empty or non-string one is an :class:`AskError`."""
-    if not isinstance(text, str) or not text.strip():
+    """The text cleaned (``clean_text``) with its spaces collapsed; an empty or non-string one is an
+    :class:`AskError`."""
+    text = " ".join(clean_text(text).split()) if isinstance(text, str) else ""
+    if not text:
         raise AskError(f"empty {what}: type a {what} about the image")
-    return " ".join(text.split())
+    return text
 
 
 def read_image(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

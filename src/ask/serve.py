@@ -27,7 +27,7 @@ from PIL import Image
 from ask.asker import Asker
 from ask.checkpoints import DEMO_CHECKPOINT, AskError, find_checkpoints, read_run_config
 from ask.draw import overlay
-from ask.inputs import DEFAULT_MAX_PIXELS
+from ask.inputs import DEFAULT_MAX_PIXELS, clean_text
 from features.extract import parse_option
 from lxrt import CheckpointError
 
@@ -133,7 +133,7 @@ class Service:
             with self._lock:
                 result = asker.ask(picture, question)
         except (AskError, CheckpointError, OSError) as err:
-            return NO_ANSWER, None, f"⚠️ {err}"
+            return NO_ANSWER, None, f"⚠️ {clean_text(str(err), visible=True)}"
         except Exception as err:  # the page keeps serving; the log has the traceback
             log.exception("answering failed")
             return NO_ANSWER, None, f"⚠️ internal error: {type(err).__name__}: {err}"
@@ -155,7 +155,7 @@ class Service:
             with self._lock:
                 result = asker.verify(a, b, statement)
         except (AskError, CheckpointError, OSError) as err:
-            return NO_ANSWER, None, None, f"⚠️ {err}"
+            return NO_ANSWER, None, None, f"⚠️ {clean_text(str(err), visible=True)}"
         except Exception as err:
             log.exception("judging failed")
             return NO_ANSWER, None, None, f"⚠️ internal error: {type(err).__name__}: {err}"

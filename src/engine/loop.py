@@ -20,6 +20,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset
 from tqdm import tqdm
 
 from lxrt.checkpoint import atomic_write, save_state_dict
+from lxrt.fileio import append_text
 from lxrt.snapshot import write_facts
 
 from . import distributed as dist_utils
@@ -264,13 +265,14 @@ class Trainer:
         values = torch.stack(losses).float().tolist()
         names = sorted(parts[0]) if parts else []
         part_values = torch.stack([torch.stack([p[k].float() for k in names]) for p in parts]).tolist() if names else []
-        with open(self.out / STEPS_FILE, "a") as f:
-            for i, (loss, lr, t) in enumerate(zip(values, lrs, times)):
-                named = dict(zip(names, part_values[i])) if names else {}
-                record = {"step": first_step + i, "loss": loss, **named, "lr": lr, "time": round(t, 4)}
-                f.write(json.dumps(record) + "\n")
-                if named:
-                    self.report.scalars(first_step + i + 1, {f"loss/{k}": v for k, v in named.items()}, "train")
+        lines = []
+        for i, (loss, lr, t) in enumerate(zip(values, lrs, times)):
+            named = dict(zip(names, part_values[i])) if names else {}
+            record = {"step": first_step + i, "loss": loss, **named, "lr": lr, "time": round(t, 4)}
+            lines.append(json.dumps(record) + "\n")
+            if named:
+                self.report.scalars(first_step + i + 1, {f"loss/{k}": v for k, v in named.items()}, "train")
+        append_text(self.out / STEPS_FILE, "".join(lines))  # whole lines, or none on a full disk
 
     def _original_log(self, text: str | None) -> None:
         """Print the original's epoch report and append it to ``log.log``."""
@@ -477,8 +479,9 @@ def run(task: Task, cfg: TrainConfig, device: str = "auto") -> dict[str, Any]:
         if cfg.train and not (cfg.resume and (out / RESUME_FILE).is_file()):
             moved = start_new_run(out)
         out.mkdir(parents=True, exist_ok=True)
+    logger = setup_logging(out, env.is_main)  # first: run.log then says what the first write into out/ swept
+    if env.is_main:
         atomic_write(out / "config.json", lambda tmp: tmp.write_text(cfg.to_json()))
-    logger = setup_logging(out, env.is_main)
     if moved:
         logger.warning(
             f"{out} held an earlier run: moved its {', '.join(p.name for p in moved)} into {out / 'previous'} "

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lxrt.checkpoint import CheckpointError, atomic_write, torch_load
+from lxrt.checkpoint import CheckpointError, save_torch, torch_load
 
 RESUME_FILE = "checkpoint.pt"
 
@@ -47,8 +47,9 @@ def seed_everything(seed: int) -> None:
 
 
 def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write the resume file atomically (a crash keeps the previous one)."""
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """Write the resume file atomically (a crash keeps the previous one; a full disk is a
+    ``DiskFullError`` naming the file, the space needed and free)."""
+    return save_torch(state, path)
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:

@@ -141,8 +141,40 @@ def save_state_dict(state: Mapping[str, Tensor], path: str | Path, facts: Snapsh
         metadata = {"tied": ",".join(tied)}
         if facts is not None:
             metadata[FACTS_KEY] = facts.to_json()
-        return atomic_write(path, lambda tmp: save_file(unique, str(tmp), metadata=metadata))
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+        size = tensor_bytes(unique)
+        return atomic_write(path, lambda tmp: save_file(unique, str(tmp), metadata=metadata), size)
+    return save_torch(state, path)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensor storages in ``obj`` (nested dicts, lists, tuples), each storage once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Tensor):
+            storage = item.untyped_storage()
+            key = (storage.data_ptr(), storage.nbytes())
+            if key not in seen:
+                seen.add(key)
+                total += storage.nbytes()
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return total
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically, through a Python file so that a full disk keeps its
+    errno (``DiskFullError`` naming the file, the space needed and free; the previous file intact)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    return atomic_write(path, write, size_hint=tensor_bytes(obj))
 
 
 def export_safetensors(weights: str | Path, out: str | Path | None = None) -> Path:

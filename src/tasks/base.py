@@ -173,7 +173,7 @@ class FinetuneTask(Task):
     def write_predictions(
         self, predictions: Mapping[Any, Any], dataset: TaskDataset, output_dir: Path, split: str
     ) -> list[Path]:
-        expected = submission_ids(dataset, self.cfg.allow_missing)
+        expected = submission_ids(self, dataset, self.cfg.allow_missing)
         written = write_predictions(self.name, predictions, output_dir, split, expected=expected)
         note_incomplete(self, dataset, written)
         return [written]

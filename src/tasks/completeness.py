@@ -1,14 +1,16 @@
 """Server splits are written whole: a question whose image features are absent fails the run.
 
 The evaluation servers score a missing question as wrong, and a submission that silently lacks some
-is worse than none. ``--allow-missing`` writes the questions that have features, with a loud summary
-and the list of the others in ``<output>/<split>_missing.txt``. Training and local evaluation splits
-drop such records with a count in the log instead.
+is worse than none. The check runs when the split is loaded, before any evaluation
+(``check_server_split``). ``--allow-missing`` writes the questions that have features, with a loud
+summary and the list of the others in ``<output>/<split>_missing.txt``. Every other split (training,
+minival, nominival, GQA testdev, ...) is local: its records without features are dropped with one
+count in the log when it is loaded (``tasks.data_common.drop_missing``), as in the original, and its
+prediction file holds the others. A task declares its server splits (``Task.server_splits``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +89,15 @@ def check_server_split(
         log.warning(bar)
 
 
-def submission_ids(dataset: Any, allow_missing: bool) -> list[Any]:
-    """The ids a submission file must hold: every record of the split's JSON (with ``allow_missing``:
-    those that have features)."""
-    recs: Iterable[dict[str, Any]] = dataset.data
+def submission_ids(task: Task | type[Task], dataset: Any, allow_missing: bool) -> list[Any]:
+    """The ids a prediction file of ``dataset`` must hold: the records that have features, and
+    (without ``allow_missing``) the dropped records of ``task``'s server splits too. Local splits
+    dropped theirs with a count in the log when they were loaded."""
+    split_of = getattr(dataset, "split_of", {})
+    recs = list(dataset.data)
     if not allow_missing:
-        recs = [*dataset.data, *missing_records(dataset)]
+        recs += [r for r in missing_records(dataset)
+                 if is_server_split(task, split_of.get(r[dataset.id_key], dataset.name))]
     return [rec[dataset.id_key] for rec in recs]
 
 

@@ -11,12 +11,13 @@ from contextlib import contextmanager
 import torch
 
 from engine.config import TrainConfig
+from engine.report import note_in_run_log
 from engine.task import Task
 from engine.validate import ResumeMismatchError, multi_gpu_note
 from features.store import StoreError
 from features.tsv import TSVFormatError
 from lxrt.checkpoint import CheckpointError
-from lxrt.fileio import DiskFullError
+from lxrt.fileio import DiskFullError, disk_full_error, is_disk_full
 from tasks.answers import DataFormatError
 from tasks.completeness import IncompleteSubmissionError
 from tasks.data_common import MissingFeaturesError
@@ -32,11 +33,18 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn ``USER_ERRORS`` into ``SystemExit("error: <message>")`` (exit status 1)."""
+    """Turn ``USER_ERRORS`` (and any full disk) into ``SystemExit("error: <message>")`` (exit status
+    1); the line goes to the run's ``run.log`` too when there is room."""
     try:
         yield
     except USER_ERRORS as e:
+        note_in_run_log(f"error: {e}")
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:
+        if not is_disk_full(e, None):
+            raise
+        full = disk_full_error(e.filename) if e.filename else e
+        raise SystemExit(f"error: {full}") from None
 
 
 def preflight(task: type[Task] | str, cfg: TrainConfig, multi_gpu: bool = False) -> None:

@@ -110,9 +110,10 @@ def test_cli_prints_top5_and_writes_the_png(demo_run, tmp_path, capsys) -> None:
     out = tmp_path / "answer.png"
     assert ask_main([str(image_path(rec["img_id"])), rec["sent"], "--load", str(best), "--out", str(out)]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == f"Q: {rec['sent']}"
-    assert [line.split()[0] for line in printed[1:6]] == ["1.", "2.", "3.", "4.", "5."]
-    assert printed[1].split()[1] == preds[rec["question_id"]]
+    assert printed[0] == f"model: {best} (easy_vqa)" and printed[1] == f"Q: {rec['sent']}"
+    assert [line.split()[0] for line in printed[2:7]] == ["1.", "2.", "3.", "4.", "5."]
+    assert printed[2].split()[1] == preds[rec["question_id"]]
+    assert printed[7].startswith("  time: ") and "extracting the regions" in printed[7]
     assert printed[-1] == f"picture: {out}"
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == (1000, 460)
@@ -121,6 +122,55 @@ def test_cli_prints_top5_and_writes_the_png(demo_run, tmp_path, capsys) -> None:
     assert ask_main([str(image_path(rec["img_id"])), "What shape is it?", "--load", str(best)]) == 0
     png = Path(capsys.readouterr().out.splitlines()[-1].removeprefix("picture: "))
     assert png.parent == best.parent / "ask" and png.is_file() and "what-shape-is-it" in png.name
+
+
+def test_several_questions_in_one_call_extract_the_regions_once(demo_run, tmp_path, capsys, monkeypatch) -> None:
+    """``ask IMAGE Q1 Q2 Q3``: three answers, three PNGs, one extractor run (the later questions say their
+    regions were reused), each answer the one a call of its own gives. Catches a cache keyed on the question
+    or one that hands back another image's regions."""
+    best, records, preds = _demo(demo_run)
+    recs = [r for r in records if r["img_id"] == records[0]["img_id"]][:3]
+    assert len(recs) >= 2
+    calls = []
+    real = GridObjectExtractor.__call__
+    monkeypatch.setattr(GridObjectExtractor, "__call__", lambda self, im: calls.append(1) or real(self, im))
+    out = tmp_path / "many.png"
+    argv = [str(image_path(recs[0]["img_id"])), *[r["sent"] for r in recs], "--load", str(best), "--out", str(out)]
+    assert ask_main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(calls) == 1
+    answers = [printed[i + 1].split()[1] for i, line in enumerate(printed) if line.startswith("Q: ")]
+    assert answers == [preds[r["question_id"]] for r in recs]
+    times = [line for line in printed if line.startswith("  time: ")]
+    assert "extracting" in times[0] and all("regions reused" in t for t in times[1:])
+    pngs = [Path(line.removeprefix("picture: ")) for line in printed if line.startswith("picture: ")]
+    assert pngs == [tmp_path / f"many-{i}.png" for i in range(1, len(recs) + 1)] and all(p.is_file() for p in pngs)
+
+
+def test_a_second_question_about_a_picture_reuses_its_regions(demo_run, tmp_path) -> None:
+    """The region cache: the same bytes (another file name, or the picture itself) with the same extractor
+    settings reuse the regions; other bytes or other settings extract again; the cache stays bounded."""
+    from ask.cache import RegionCache
+
+    best, records, _ = _demo(demo_run)
+    first, other = (image_path(r["img_id"]) for r in _one_per_image(records, 2))
+    asker = Asker.from_checkpoint(best)
+    a = asker.ask(first, "what color is the shape?")
+    shutil.copy(first, tmp_path / "copy.png")
+    b = asker.ask(tmp_path / "copy.png", "what shape is in the image?")
+    c = asker.ask(other, "what color is the shape?")
+    assert not a.reused and b.reused and not c.reused and b.extract_seconds == 0.0
+    assert np.array_equal(a.regions.boxes, b.regions.boxes)
+    again = Asker.from_checkpoint(best, max_pixels=10**7, cache=asker.cache)  # other settings
+    assert not again.ask(first, "what color is the shape?").reused and len(asker.cache) == 3
+    small = RegionCache(max_entries=2)
+    shared = Asker.from_checkpoint(best, cache=small)
+    for image in (first, other, tmp_path / "copy.png", other):
+        shared.ask(image, "what color is the shape?")
+    assert len(small) == 2 and small.hits == 2 and small.misses == 2
+    tiny = RegionCache(max_bytes=64 * 64 * 3)  # not even one picture and its features fit
+    Asker.from_checkpoint(best, cache=tiny).ask(first, "what?")
+    assert len(tiny) == 0
 
 
 def test_cli_bad_input_is_a_clear_error(demo_run, tmp_path, capsys) -> None:
@@ -285,7 +335,7 @@ def test_nlvr2_snapshot_judges_a_pair(photo, tmp_path, capsys) -> None:
     assert ask_main(argv) == 0
     printed = capsys.readouterr().out.splitlines()
     verdict = "true" if result.prob_true >= 0.5 else "false"
-    assert printed[1] == f"  {verdict}  (P(true) = {result.prob_true:.3f})"
+    assert printed[0] == f"model: {path} (nlvr2)" and printed[2] == f"  {verdict}  (P(true) = {result.prob_true:.3f})"
     assert (
         printed[-1] == f"picture: {tmp_path / 'nlvr2_run' / 'ask' / 'left-right-the-left-image-has-more-colours.png'}"
     )
@@ -340,7 +390,7 @@ def test_ask_script_runs_from_bash(demo_run, tmp_path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[1].split()[1] == preds[rec["question_id"]] and out.is_file()
+    assert done.stdout.splitlines()[2].split()[1] == preds[rec["question_id"]] and out.is_file()
 
 
 def test_vqa_snapshot_answers_through_the_detector_with_vg_labels(tmp_path) -> None:

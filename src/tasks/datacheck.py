@@ -73,10 +73,13 @@ def require_data(task: str, train: str, valid: str, test: str, root: str | Path,
     splits = run_splits(task, train, valid, test)
     missing = missing_files(task, splits, root, feature_files)
     groups = download_groups(missing, root)
+    no_weights = False
     for ckpt in pretrained:
         if ckpt and not any(Path(ckpt + s).is_file() for s in ("", ".pth", "_LXRT.pth")):
             missing.append(Path(ckpt + "_LXRT.pth"))
-            groups.append("pretrained-model")
+            if "pretrained-model" not in groups:
+                groups.append("pretrained-model")
+            no_weights = True
     if not missing:
         return
     shown = "\n".join(f"  {p}" for p in missing)
@@ -84,6 +87,9 @@ def require_data(task: str, train: str, valid: str, test: str, root: str | Path,
     lines = [f"{task}: the data this run needs is not there ({len(missing)} missing):", shown]
     if groups:
         lines.append(f"Fetch it with:\n  bash run/download_data.bash {' '.join(groups)}{data_root}")
+    if no_weights:
+        lines.append("Or start without the pretrained LXMERT weights: add --from-bert (the language layers from "
+                     "BERT-base, the rest random; --from-bert --fromScratch: all random); expect a lower score.")
     if any(p.parent.name == "nlvr2" and p.suffix == ".json" for p in missing):
         lines.append(f"then build the NLVR2 files: python -m tasks.nlvr2_prepare --raw {root}/nlvr2/nlvr/nlvr2/data "
                      f"--out {root}/nlvr2")

@@ -38,7 +38,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ask.cache import CachedRegions, RegionCache, image_digest, settings_key
-from ask.cancel import cancellable, check
+from ask.cancel import Cancelled, cancellable, check
 from ask.checkpoints import QA_TASKS, AskError, CheckpointInfo, inspect_checkpoint
 from ask.inputs import DEFAULT_MAX_PIXELS, build_extractor, check_text, read_image, region_labels
 from ask.probe import CrossAttentionProbe
@@ -262,6 +262,8 @@ class Asker:
         try:
             regions = self.extractor(image)
             regions.check(w, h, self.extractor.feat_dim)
+        except Cancelled:
+            raise
         except ValueError as err:
             raise AskError(f"extractor {self.extractor.name!r} on a {w}x{h} image: {err}") from None
         return regions

@@ -430,7 +430,7 @@ def test_region_labels_stay_inside_the_picture_and_apart() -> None:
     sizes = [(120.0, 20.0), (150.0, 20.0), (90.0, 20.0), (200.0, 20.0)]
     spots = place_labels(boxes, sizes, (384, 384))
     for i, (x1, y1, x2, y2) in enumerate(spots):
-        assert 0 <= x1 and 0 <= y1 and x2 <= 384 and y2 <= 384, spots[i]
+        assert min(x1, y1) >= 0 and max(x2, y2) <= 384, spots[i]
         assert (x2 - x1, y2 - y1) == sizes[i]
         assert not any(_overlaps(spots[i], spots[j]) for j in range(i)), spots
     assert spots[0][1] >= 0 and spots[3][1] < 350  # no room above box 0: inside; box 3 at the bottom: above it
@@ -442,3 +442,35 @@ def test_region_labels_stay_inside_the_picture_and_apart() -> None:
     assert drawn.size == (384, 288)
     pixels = np.asarray(drawn)
     assert (pixels == STRONGEST).all(-1).sum() > 200 and (pixels == OTHERS).all(-1).sum() > 200
+
+
+def test_the_default_model_is_the_best_photo_model_found(tmp_path) -> None:
+    """Without --load: a photo model (the detector's 2048-d features) over the demo's shapes model, a released
+    import over one's own run, VQA over GQA; then the demo's; then any other question-answering model; never
+    an NLVR2 model. Catches the demo's model answering questions about photos while a photo model is there."""
+    import os
+
+    from ask.checkpoints import default_checkpoint
+    from lxrt.snapshot import SnapshotFacts, write_facts
+
+    def snapshot(task: str, name: str, feat_dim: int, released: bool = False, age: int = 0) -> Path:
+        path = save_state_dict({"x": torch.zeros(1)}, tmp_path / task / name / "BEST.pth")
+        extra = {"source": f"unc-nlp/{name}@main"} if released else {}
+        write_facts(path, SnapshotFacts(task=task, model=LXRTConfig(visual_feat_dim=feat_dim), num_outputs=2 if
+                                        task == "nlvr2" else 10, extra=extra))  # fmt: skip
+        os.utime(path, (1e9 - age, 1e9 - age))
+        return path
+
+    assert default_checkpoint(tmp_path) is None
+    other = snapshot("vqa", "grid_run", 54)
+    assert default_checkpoint(tmp_path) == other
+    snapshot("nlvr2", "pairs", 2048)
+    demo = snapshot("easy_vqa", "demo_run", 268)
+    assert default_checkpoint(tmp_path) == demo
+    older = snapshot("vqa", "my_run_old", 2048, age=100)
+    newer = snapshot("vqa", "my_run_new", 2048, age=10)
+    assert default_checkpoint(tmp_path) == newer and older != newer
+    gqa = snapshot("gqa", "lxmert-gqa-uncased", 2048, released=True)
+    assert default_checkpoint(tmp_path) == gqa
+    vqa = snapshot("vqa", "lxmert-vqa-uncased", 2048, released=True, age=1000)
+    assert default_checkpoint(tmp_path) == vqa

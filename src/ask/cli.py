@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        f"{len(args.inputs) - given} text(s)")  # fmt: skip
     summaries: list[dict[str, Any]] = []
     for index, text in enumerate(texts, 1):
-        out = numbered(Path(args.out) if args.out else default_png(asker, images, text), index, len(texts))
+        out = numbered(Path(args.out), index, len(texts)) if args.out else default_png(asker, images, text)
         if asker.task == "nlvr2":
             result = asker.verify(images[0], images[1], text)
             print(f"statement: {result.statement}")

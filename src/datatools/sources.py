@@ -24,8 +24,8 @@ NLVR_BASE = f"https://raw.githubusercontent.com/lil-lab/nlvr/{NLVR_COMMIT}"
 HF_BASE = "https://huggingface.co"
 # The released fine-tuned models in HF transformers' LxmertForQuestionAnswering layout, imported into task
 # snapshots after the download (``python -m datatools.hf_import``). VQA is pinned to the commit that last
-# changed its weights; for GQA only the short id of its last commit (4055268) was published where it could
-# be looked up, so it is read from ``main`` and pinned by the weights' SHA-256 instead.
+# changed its weights. GQA's model page gives only the short id of its last commit (4055268), which the
+# hub's file URLs do not take: its files are read from ``main`` and its weights pinned by their SHA-256.
 VQA_MODEL_REVISION = "945e6172c6c93befbe8d64683f22d34cb567e8ab"
 GQA_MODEL_REVISION = "main"
 
@@ -183,12 +183,12 @@ SOURCES: tuple[Source, ...] = (
         approx_size="262 MB",
     ),
     _hf_model("vqa-model", "unc-nlp/lxmert-vqa-uncased", VQA_MODEL_REVISION, "config.json", 880),
-    # size and digest of the weights from their Git LFS pointer (a copy of this file on the hub: 855915865
-    # bytes, the 856 MB the model page lists)
+    # size and SHA-256 of the weights from a Git LFS pointer of this file (855915865 bytes: the 856 MB the
+    # model page lists)
     _hf_model("vqa-model", "unc-nlp/lxmert-vqa-uncased", VQA_MODEL_REVISION, "pytorch_model.bin", 855915865,
               "22a5f430729071f0ac40255db9f90e65a9741006df456bcb20d7a52d143afabe", "856 MB"),
     _hf_model("gqa-model", "unc-nlp/lxmert-gqa-uncased", GQA_MODEL_REVISION, "config.json", 880),
-    # digest from the model page's Git LFS details (848 MB; the exact byte count is not published there)
+    # SHA-256 from the model page's Git LFS details (848 MB; the page does not give the exact byte count)
     _hf_model("gqa-model", "unc-nlp/lxmert-gqa-uncased", GQA_MODEL_REVISION, "pytorch_model.bin", None,
               "17865ec9f41f90894fc637e77dbff135b55038efd384a617a020a7dc4026a966", "848 MB"),
 )

@@ -24,8 +24,8 @@ NLVR_BASE = f"https://raw.githubusercontent.com/lil-lab/nlvr/{NLVR_COMMIT}"
 HF_BASE = "https://huggingface.co"
 # The released fine-tuned models in HF transformers' LxmertForQuestionAnswering layout, imported into task
 # snapshots after the download (``python -m datatools.hf_import``). VQA is pinned to the commit that last
-# changed its weights. GQA's model page gives only the short id of its last commit (4055268), which the
-# hub's file URLs do not take: its files are read from ``main`` and its weights pinned by their SHA-256.
+# changed its weights. For GQA only the short id of its last commit (4055268) is known here, not the full
+# one the hub's file URLs need: its files are read from ``main`` and its weights pinned by their SHA-256.
 VQA_MODEL_REVISION = "945e6172c6c93befbe8d64683f22d34cb567e8ab"
 GQA_MODEL_REVISION = "main"
 

@@ -167,6 +167,13 @@ def set_thread_environment() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under ``taskset``), else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def choose_threads(task: EasyVQATask) -> tuple[int, float]:
     """(torch threads, examples/s): the faster of one thread and one per core, measured.
 
@@ -175,7 +182,7 @@ def choose_threads(task: EasyVQATask) -> tuple[int, float]:
     """
     import torch
 
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     speeds = {}
     for count in sorted({1, cores}):
         torch.set_num_threads(count)
@@ -435,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from demo.report import write_json, write_report
     from engine.report import setup_logging
 
-    torch.set_num_threads(demo.threads or os.cpu_count() or 1)
+    torch.set_num_threads(demo.threads or usable_cores())
 
     out = Path(demo.output)
     if demo.fresh:

@@ -64,11 +64,6 @@ class CheckpointInfo:
             return self.facts.max_seq_length
         return (self.run or TrainConfig()).max_seq_length
 
-    @property
-    def photo(self) -> bool:
-        """A model of the detector's features (real photos), as opposed to the demo's shapes or another extractor's."""
-        return self.task != "easy_vqa" and self.model.visual_feat_dim == PHOTO_FEAT_DIM
-
 
 def normalize_task(task: str | None) -> str | None:
     """``None``, or a known task name (``demo`` means the easy-VQA demo)."""

@@ -35,6 +35,7 @@ from ask.cancel import Cancelled
 from ask.checkpoints import (
     DEMO_CHECKPOINT,
     NO_MODEL_HINT,
+    PHOTO_FEAT_DIM,
     AskError,
     default_checkpoint,
     describe_snapshot,
@@ -57,7 +58,6 @@ PHOTO_EXAMPLES = (("astronaut", "What is the person wearing?"), ("coffee", "What
                   ("chelsea", "What animal is this?"))  # fmt: skip
 NO_ANSWER: dict[str, float] = {}
 CANCELLED = "cancelled: a newer request from this page, or the page was closed"
-KINDS = ("shapes", "photos", "other")
 PAGE_CSS = """
 #image img, #regions img, #left img, #right img, #left_regions img, #right_regions img {
     width: 100%; height: 100%; object-fit: contain; image-rendering: auto;
@@ -127,7 +127,7 @@ class Service:
         summary = describe_snapshot(Path(load or self.default))
         if summary.task == "easy_vqa":
             return "shapes"
-        return "photos" if summary.feat_dim == 2048 and summary.problem is None else "other"
+        return "photos" if summary.feat_dim == PHOTO_FEAT_DIM and summary.problem is None else "other"
 
     def asker(self, load: str | None) -> Asker:
         """The snapshot ``load`` (default: the served one), loaded on first use."""

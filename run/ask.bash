@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Ask a trained LXMERT about a picture:
-#   bash run/ask.bash IMAGE "QUESTION" [--load snap/vqa/NAME/BEST] [--task vqa|gqa|demo]
-#       [--extractor butd --weights PATH] [--out PNG]          (--help lists every option)
+#   bash run/ask.bash IMAGE "QUESTION" ["QUESTION" ...] [--load snap/vqa/NAME/BEST | --load demo]
+#       [--task vqa|gqa|demo] [--extractor butd --weights PATH] [--out PNG]   (--help lists every option)
 #   bash run/ask.bash LEFT RIGHT "STATEMENT" --load snap/nlvr2/NAME/BEST          (NLVR2: true/false)
-# Prints the top-5 answers with probabilities and writes a PNG (the image with the regions that matter
-# most, the question, the answers) into <run folder>/ask/. Without --load it uses the demo's model
-# (snap/demo/), building it with run/demo.bash first when it is missing.
+# Prints the top-5 answers with probabilities and writes a PNG per question (the image with the regions
+# that matter most, the question, the answers) into <run folder>/ask/. Without --load it uses the best
+# photo model under snap/ with the detector (bash run/download_data.bash butd-detector vqa-model fetches
+# both), else the demo's model, building that with run/demo.bash first when snap/ holds no model at all.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
 case " $* " in
     *" --load "* | *" --load="* | *" --help "* | *" -h "*) ;;
-    *) if [ ! -f snap/demo/BEST.pth ]; then
-           echo "no demo model in snap/demo/: building it with bash run/demo.bash (a few minutes, once)"
+    *) if [ -z "$(find snap -name BEST.pth -print -quit 2>/dev/null)" ]; then
+           echo "no model under snap/: building the demo's with bash run/demo.bash (a few minutes, once);"
+           echo "for photos: bash run/download_data.bash butd-detector vqa-model"
            bash run/demo.bash
        fi ;;
 esac

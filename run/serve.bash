@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A local page to ask LXMERT about pictures:
 #   bash run/serve.bash [--load snap/vqa/NAME/BEST] [--extractor butd --weights PATH] [--port 7860] [--host [ADDR]]
-# Installs Gradio (requirements-serve.txt) into .venv on first use, serves the demo's model (building it
-# with run/demo.bash when snap/demo/ has none) unless --load names another snapshot, binds to 127.0.0.1
-# unless --host is given, and prints the address. --help lists every option.
+# Installs Gradio (requirements-serve.txt) into .venv on first use, serves the best photo model under snap/
+# (else the demo's, building it with run/demo.bash when snap/ holds no model) unless --load names another
+# snapshot, binds to 127.0.0.1 unless --host is given, and prints the address. --help lists every option.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
@@ -26,8 +26,9 @@ if [ ! -f "$stamp" ]; then
 fi
 case " $* " in
     *" --load "* | *" --load="* | *" --help "* | *" -h "*) ;;
-    *) if [ ! -f snap/demo/BEST.pth ]; then
-           echo "no demo model in snap/demo/: building it with bash run/demo.bash (a few minutes, once)"
+    *) if [ -z "$(find snap -name BEST.pth -print -quit 2>/dev/null)" ]; then
+           echo "no model under snap/: building the demo's with bash run/demo.bash (a few minutes, once);"
+           echo "for photos: bash run/download_data.bash butd-detector vqa-model"
            bash run/demo.bash
        fi ;;
 esac

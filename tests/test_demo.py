@@ -76,6 +76,7 @@ def test_demo_files_have_the_documented_formats(demo_run) -> None:
     assert set(saved["per_question_type"]) == set(TYPES)
     assert sum(v["questions"] for v in saved["per_question_type"].values()) == len(records)
     assert saved["epochs_trained"] == 4 and saved["timings_s"]["train"] > 0
+    assert saved["cut_short"] is False and saved["epochs_done"] == saved["epochs_planned"] == 4
 
     for name in ("curves.png", "predictions.png"):
         with Image.open(out / name) as im:
@@ -126,6 +127,40 @@ def test_resume_continues_an_unfinished_run(demo_run, demo_args, tmp_path, monke
     assert "resuming the training" in log and "epoch 2, step 0" in log
     assert len((out / "steps.jsonl").read_text().splitlines()) == steps
     assert resumed["accuracy"] == first["accuracy"]
+
+
+def test_a_slow_machine_changes_the_time_not_the_result(demo_run, demo_args, tmp_path, monkeypatch, caplog) -> None:
+    """On a machine the speed check finds 100x slower: without a budget (the default) the plan stays the
+    recipe's 4 epochs; with an opt-in --max-minutes the run is cut to 1 epoch and says so in its last lines
+    and metrics.json, and a rerun trains again instead of reusing the cut snapshot as a finished run.
+    Catches a budget that is on by default, a cut run reported as complete, or one reused as finished."""
+    import logging
+
+    from demo.task import DEMO_RECIPE
+
+    root, _ = demo_run
+    assert run_demo.parse_args([]).max_minutes == 0  # no budget unless asked for
+    data = run_demo.prepare(run_demo.parse_args(["--data-root", str(root / "data"), "--max-images", "200",
+                                                 "--no-progress"]))  # fmt: skip
+    assert run_demo.plan_epochs(DEMO_RECIPE, data, 0, rate=5.0) == DEMO_RECIPE.epochs
+
+    monkeypatch.setattr(run_demo, "measure_speed", lambda task, *a, **k: 5.0)  # examples/s: a slowed machine
+    args = demo_args(root)
+    args[args.index("--max-minutes") + 1] = "2"
+    args[args.index("--output") + 1] = str(tmp_path / "cut")
+    caplog.set_level(logging.INFO, logger="lxmert.demo")
+    cut = run_demo.main(args)
+    assert cut["cut_short"] is True and cut["epochs_done"] == 1 and cut["epochs_planned"] == 4
+    assert cut["epochs_trained"] == 1 and cut["max_minutes"] == 2
+    saved = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert saved["cut_short"] is True and saved["epochs_done"] == 1 and saved["epochs_planned"] == 4
+    last = [r.getMessage() for r in caplog.records][-1].splitlines()
+    assert "CUT SHORT: trained 1 of the recipe's 4 epochs" in "\n".join(last[-4:]), last[-4:]
+
+    caplog.clear()
+    again = run_demo.main(args)  # the same command: the cut snapshot is not reused as a finished run
+    assert not again["reused_snapshot"] and again["cut_short"] and again["timings_s"]["train"] > 0
+    assert any("was cut short" in r.getMessage() for r in caplog.records)
 
 
 def test_bad_knobs_and_foreign_output_folders_are_refused(tmp_path, capsys) -> None:

@@ -95,3 +95,24 @@ def test_first_run_without_data_says_what_to_download(tmp_path: Path, script: st
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr
     assert command in proc.stderr and missing in proc.stderr and "--data-root" in proc.stderr, proc.stderr
+
+
+def test_missing_pretrained_weights_name_both_ways_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The VQA recipe without snap/pretrained/model_LXRT.pth: the message names the download command and
+    --from-bert, which drops the pretrained weights (and only them: --fromScratch keeps its meaning, and an
+    explicit --loadLXMERTQA with --from-bert is refused). Catches a message that leaves BERT-only runs hidden."""
+    monkeypatch.chdir(tmp_path)  # no snap/ here
+    parser = cli.build_parser("t", "vqa_lxr955")
+    cfg = cli.config_from_args(parser.parse_args(["--train", "", "--valid", "", "--fromScratch"]))
+    assert cfg.load_lxmert_qa == "snap/pretrained/model" and cfg.from_scratch  # the original's meaning
+    with pytest.raises(SystemExit) as err:
+        preflight("vqa", cfg)
+    message = str(err.value)
+    assert "snap/pretrained/model_LXRT.pth" in message
+    assert "bash run/download_data.bash pretrained-model" in message and "--from-bert" in message
+    for args in (["--from-bert"], ["--from-bert", "--fromScratch"]):
+        cfg = cli.config_from_args(parser.parse_args(["--train", "", "--valid", "", *args]))
+        assert cfg.load_lxmert == cfg.load_lxmert_qa == "" and cfg.from_scratch == ("--fromScratch" in args)
+        preflight("vqa", cfg)  # nothing missing any more
+    with pytest.raises(SystemExit, match="--from-bert starts without pretrained LXMERT weights; drop --loadLXMERTQA"):
+        cli.config_from_args(parser.parse_args(["--from-bert", "--loadLXMERTQA", "snap/pretrained/model"]))

@@ -13,19 +13,30 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ask import find_checkpoints
-from ask.serve import EASY_VQA_EXAMPLES, NO_ANSWER, Service, build_page, example_images, upload_path, upload_roots
+from ask.serve import (
+    EASY_VQA_EXAMPLES,
+    NO_ANSWER,
+    Service,
+    build_page,
+    example_images,
+    launch_page,
+    upload_path,
+    upload_roots,
+)
 from demo.easy_vqa_data import image_path
 from features.extractors import available_extractors
 from lxrt import LXRTConfig, save_state_dict
-from tasks.models import NLVR2Model
+from tasks.models import Classifier, NLVR2Model
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The default extractor for a snapshot other than the demo's: butd (a message about its weights once it
@@ -170,15 +181,16 @@ def served(demo_run, tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
     best, _, _ = _demo(demo_run)
-    service = Service(str(best), snap_root=str(tmp_path_factory.mktemp("snap")), allowed=upload_roots())
+    snap = tmp_path_factory.mktemp("snap")
+    service = Service(str(best), snap_root=str(snap), allowed=upload_roots())
     service.asker(None)
     page = build_page(service, tmp_path_factory.mktemp("examples"))
     port = _free_port()
-    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
+    launch_page(page, service, port=port, prevent_thread_lock=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            yield f"http://127.0.0.1:{port}/", browser
+            yield f"http://127.0.0.1:{port}/", browser, service, snap
         finally:
             browser.close()
             page.close()
@@ -203,7 +215,7 @@ def _ask(page, image: Path, question: str, timeout_ms: int = 30_000) -> float:  
 
 @pytest.mark.slow
 def test_page_answers_a_question_in_the_browser(served, demo_run, tmp_path) -> None:
-    url, browser = served
+    url, browser, *_ = served
     _, records, preds = _demo(demo_run)
     first, second = _known(records, preds, 0), _known(records, preds, 1)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -225,7 +237,7 @@ def test_page_answers_a_question_in_the_browser(served, demo_run, tmp_path) -> N
 
 @pytest.mark.slow
 def test_page_reports_a_non_image_then_answers(served, demo_run, tmp_path) -> None:
-    url, browser = served
+    url, browser, *_ = served
     _, records, preds = _demo(demo_run)
     rec = _known(records, preds, 2)
     notes = tmp_path / "notes.png"
@@ -235,7 +247,8 @@ def test_page_reports_a_non_image_then_answers(served, demo_run, tmp_path) -> No
     page.wait_for_selector("#ask")
     _ask(page, notes, "What color is the shape?")
     status = page.locator("#status").inner_text()
-    assert "⚠️" in status and "not a readable image" in status, status
+    assert "⚠️" in status and "notes.png: not a readable image" in status, status
+    assert "/" not in status.split("notes.png")[0], status  # the file by its name, not the server's temp path
     _ask(page, image_path(rec["img_id"]), rec["sent"])
     assert page.locator("#status strong").inner_text() == preds[rec["question_id"]]
 
@@ -248,3 +261,193 @@ def test_page_reports_a_non_image_then_answers(served, demo_run, tmp_path) -> No
     )  # fmt: skip
     status = page.locator("#status").inner_text()
     assert "⚠️" not in status and EASY_VQA_EXAMPLES[0][2] in status, status
+
+
+# ---- the page's items: examples for the model, model list refresh, readable images, cancelled requests
+
+
+def _snapshot(snap: Path, name: str, feat_dim: int, task: str = "vqa") -> Path:
+    """A small task snapshot with its facts file (never asked: only listed and described)."""
+    from lxrt.snapshot import SnapshotFacts, write_facts
+
+    config = LXRTConfig(hidden_size=32, num_attention_heads=1, intermediate_size=32, llayers=1, xlayers=1,
+                        rlayers=1, visual_feat_dim=feat_dim)  # fmt: skip
+    path = save_state_dict(Classifier(config, 3129).state_dict(), snap / task / name / "BEST.pth")
+    write_facts(path, SnapshotFacts(task=task, model=config, num_outputs=3129))
+    return path
+
+
+def _choose_model(page, label_part: str) -> None:  # noqa: ANN001
+    page.locator("#model input").click()
+    page.get_by_role("option").filter(has_text=label_part).first.click()
+
+
+def _shown(page, selector: str) -> bool:  # noqa: ANN001
+    return page.locator(selector).count() > 0 and page.locator(selector).first.is_visible()
+
+
+@pytest.mark.slow
+def test_page_examples_match_the_chosen_model_and_the_list_refreshes(served) -> None:
+    """Shapes for the demo model, photos for a detector model, a plain warning for a model of another
+    extractor; a snapshot written while the page runs appears after the refresh button (no restart).
+    Catches photo examples offered to the shape model (it answers 'rectangle' about an astronaut)."""
+    url, browser, service, snap = served
+    photo = _snapshot(snap, "photo_model", 2048)
+    other = _snapshot(snap, "grid_model", 54)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    page.wait_for_selector("#ask")
+    page.wait_for_function("() => document.querySelector('#model input').value.includes('BEST.pth')")
+    assert _shown(page, "#shape_examples") and not _shown(page, "#photo_examples")
+    assert not _shown(page, "#examples_note")
+
+    _choose_model(page, "photo_model")
+    page.wait_for_selector("#photo_examples", state="visible")
+    assert not _shown(page, "#shape_examples") and not _shown(page, "#examples_note")
+    assert "astronaut" in page.locator("#photo_examples").inner_html()
+    _choose_model(page, "grid_model")
+    page.wait_for_selector("#examples_note", state="visible")
+    assert "another extractor" in page.locator("#examples_note").inner_text()
+    assert not _shown(page, "#photo_examples") and not _shown(page, "#shape_examples")
+    assert service.kind(str(photo)) == "photos" and service.kind(str(other)) == "other"
+
+    late = _snapshot(snap, "trained_later", 2048, task="gqa")  # a run that finished while the page was open
+    page.locator("#model input").click()
+    assert page.get_by_role("option").filter(has_text="trained_later").count() == 0
+    page.keyboard.press("Escape")
+    page.locator("#refresh").click()
+    page.wait_for_timeout(500)
+    page.locator("#model input").click()
+    page.get_by_role("option").filter(has_text="trained_later").first.wait_for()
+    assert str(late) in page.get_by_role("option").filter(has_text="trained_later").first.inner_text()
+
+
+@pytest.mark.slow
+def test_page_shows_small_images_at_a_readable_size(served, demo_run) -> None:
+    """A 64x64 upload and its regions fill their boxes on the page (at least 300 px wide), not 64 px."""
+    url, browser, *_ = served
+    _, records, preds = _demo(demo_run)
+    rec = _known(records, preds, 3)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    page.wait_for_selector("#ask")
+    _ask(page, image_path(rec["img_id"]), rec["sent"])
+    assert page.locator("#status strong").inner_text() == preds[rec["question_id"]]
+    for selector in ("#image img", "#regions img"):
+        box = page.locator(selector).first.bounding_box()
+        assert box is not None and box["width"] >= 300 and box["height"] >= 300, (selector, box)
+
+
+class _Sleep(torch.nn.Module):
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return x
+
+
+class _SlowExtractor:
+    """The demo's extractor, slowed to ``seconds`` (in module calls of 50 ms) for pictures 97 px wide."""
+
+    def __init__(self, inner, seconds: float) -> None:  # noqa: ANN001
+        self.inner, self.name, self.feat_dim = inner, inner.name, inner.feat_dim
+        self.model = torch.nn.Sequential(*[_Sleep(0.05) for _ in range(int(seconds / 0.05))])
+        self.started = threading.Event()
+        self.finished = threading.Event()
+
+    def __call__(self, image: Image.Image):  # noqa: ANN204
+        if image.width == 97:
+            self.started.set()
+            self.model(torch.zeros(1))
+            self.finished.set()
+        return self.inner(image)
+
+
+@pytest.mark.slow
+def test_an_abandoned_request_is_cancelled_and_the_next_starts_at_once(served, demo_run, tmp_path) -> None:
+    """A request that takes 12 s: its page asks a newer question, or is closed; the request stops (its
+    extractor never finishes) and the next question is answered within seconds, where without
+    cancelling it would wait for the 12 s in the one-at-a-time queue."""
+    url, browser, service, _ = served
+    _, records, preds = _demo(demo_run)
+    asker = service.asker(None)
+    real = asker.extractor
+    slow_images = []
+    for n in range(2):  # pictures nobody asked about yet (their regions are not cached)
+        path = tmp_path / f"slow{n}.png"
+        Image.open(image_path(records[n]["img_id"])).resize((97, 97)).rotate(90 * n).save(path)
+        slow_images.append(path)
+    try:
+        for n, close_page in enumerate((False, True)):
+            asker.extractor = slow = _SlowExtractor(real, 12.0)
+            rec = _known(records, preds, 4 + n)
+            first = browser.new_page(viewport={"width": 1280, "height": 900})
+            first.goto(url)
+            first.wait_for_selector("#ask")
+            first.locator("#image input[type=file]").set_input_files(str(slow_images[n]))
+            first.locator("#question textarea").fill("What color is the shape?")
+            first.locator("#ask").click()
+            assert slow.started.wait(30), "the slow request did not start"
+            if close_page:
+                first.close()  # a closed tab
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(url)
+                page.wait_for_selector("#ask")
+            else:
+                page = first  # a new question on the same page
+            seconds = _ask(page, image_path(rec["img_id"]), rec["sent"])
+            assert page.locator("#status strong").inner_text() == preds[rec["question_id"]]
+            assert seconds < 6, f"the next question waited {seconds:.1f} s"
+            assert not slow.finished.is_set()  # the abandoned extraction stopped
+            page.close()
+    finally:
+        asker.extractor = real
+
+
+@pytest.mark.slow
+def test_a_file_the_page_refuses_is_a_message_not_an_empty_error(served) -> None:
+    """The page's API asked about a server file that was not uploaded: the answer names the refusal
+    instead of {"error": null}."""
+    import requests
+
+    url, *_ = served
+    payload = {"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}
+    call = requests.post(url + "gradio_api/call/answer", json={"data": [payload, "what?", None]}, timeout=30)
+    assert call.ok, call.text
+    events = requests.get(url + f"gradio_api/call/answer/{call.json()['event_id']}", timeout=60).text
+    assert "event: error" in events and '"error": null' not in events, events
+    assert "not uploaded" in events, events
+
+
+def test_handlers_cancel_a_sessions_request_and_hide_server_paths(demo_run, tmp_path) -> None:
+    """Without a browser: ``abandon(session)`` stops that session's request within a module call (others
+    are untouched), a newer request of the same session stops the older one, and error messages name
+    uploads by their file name, never by the server's folders."""
+    best, records, preds = _demo(demo_run)
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    service = Service(str(best), snap_root=str(tmp_path / "snap"), allowed=[uploads])
+    asker = service.asker(None)
+    asker.extractor = slow = _SlowExtractor(asker.extractor, 20.0)
+    picture = uploads / "slow.png"
+    Image.open(image_path(records[0]["img_id"])).resize((97, 97)).save(picture)
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(service.answer(str(picture), "what color?", None, "tab-1")))
+    worker.start()
+    assert slow.started.wait(30)
+    service.abandon("tab-2")  # another page: no effect
+    time.sleep(0.3)
+    assert worker.is_alive()
+    start = time.perf_counter()
+    service.abandon("tab-1")
+    worker.join(10)
+    assert not worker.is_alive() and time.perf_counter() - start < 2 and not slow.finished.is_set()
+    assert done[0][0] == NO_ANSWER and done[0][2].startswith("cancelled")
+
+    (uploads / "notes.png").write_text("not a picture")
+    _, _, status = service.answer(str(uploads / "notes.png"), "what color?", None, "tab-1")
+    assert "notes.png: not a readable image" in status and str(uploads) not in status, status
+    assert service.public(f"{uploads}/a/b.png is bad; {Path.cwd()}/snap/x/BEST.pth too") == \
+        "b.png is bad; snap/x/BEST.pth too"  # fmt: skip

@@ -1,10 +1,12 @@
 """Ask a trained LXMERT about a picture: load a task snapshot once, then answer question after question.
 
-    asker = Asker.from_checkpoint()                       # the easy-VQA demo's model and extractor
-    result = asker.ask("shape.png", "what color is the shape?")
-    result.answers            # [("red", 0.97), ...]: the top 5 of a softmax over the answer table
+    asker = Asker.from_checkpoint()                       # the best photo model under snap/ (else the demo's)
+    result = asker.ask("photo.jpg", "what is the man holding?")
+    result.answers            # [("frisbee", 0.97), ...]: the top 5 of a softmax over the answer table
     result.regions.importance # (N,) attention of the question's [CLS] over the regions
+    asker.ask_many("photo.jpg", ["what color is his shirt?", "is it sunny?"])   # the detector runs once
 
+    asker = Asker.from_checkpoint("demo")                 # the easy-VQA demo's model and extractor
     asker = Asker.from_checkpoint("snap/vqa/vqa_lxr955/BEST", extractor="butd", extractor_options={...})
     asker = Asker.from_checkpoint("snap/nlvr2/NAME/BEST"); asker.verify(left, right, "There are two dogs.")
 
@@ -13,11 +15,17 @@ stores' rounding (float16), boxes as fractions of the image, and for the demo th
 by the training images' statistics. Region importance is the attention of the language [CLS] over
 the regions in the last cross-modality layer, averaged over heads, read by a forward hook (no
 change to the model's computation).
+
+The regions of each picture are kept (:class:`ask.cache.RegionCache`, keyed by the image's bytes and
+the extractor's settings), so another question about the same picture skips the extractor. A
+request given a ``cancel`` event stops at the next module call once the event is set
+(:mod:`ask.cancel`).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,9 +37,12 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from ask.cache import CachedRegions, RegionCache, image_digest, settings_key
+from ask.cancel import Cancelled, cancellable, check
 from ask.checkpoints import QA_TASKS, AskError, CheckpointInfo, inspect_checkpoint
 from ask.inputs import DEFAULT_MAX_PIXELS, build_extractor, check_text, read_image, region_labels
 from ask.probe import CrossAttentionProbe
+from datatools.hf_import import ANSWERS_FILE
 from engine.config import TrainConfig
 from features.extractors import RegionExtractor, Regions, available_extractors
 from features.store import normalize_boxes
@@ -72,6 +83,8 @@ class AskResult:
     task: str
     seconds: float
     truncated: bool = False  # the question was longer than the model's sequence length
+    reused: bool = False  # the picture's regions came from the cache (the extractor did not run)
+    extract_seconds: float = 0.0  # of ``seconds``, the extractor's
 
     @property
     def answer(self) -> str:
@@ -87,6 +100,7 @@ class VerifyResult:
     left: ImageRegions
     right: ImageRegions
     seconds: float
+    reused: bool = False  # both pictures' regions came from the cache
 
     @property
     def answer(self) -> bool:
@@ -106,8 +120,46 @@ def demo_settings(data_root: Path) -> dict[str, Any]:
         raise AskError(f"{path}: not a manifest of the demo's data ({err})") from None
 
 
+def answer_table(info: CheckpointInfo) -> list[str]:
+    """The answers of a question-answering snapshot, in the order of its head's rows.
+
+    With facts naming the answer table: the table beside the snapshot (``trainval_label2ans.json``) or the
+    task's under the data root, whichever is that table. Without: the task's table, of the head's size.
+    """
+    facts = info.facts
+    if facts is not None and facts.answers is not None:
+        beside, task_table = info.folder / ANSWERS_FILE, info.data_root / info.task / "trainval_label2ans.json"
+        for path in dict.fromkeys((beside, task_table)):
+            try:
+                answers = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            plain = isinstance(answers, list) and all(isinstance(a, str) for a in answers)
+            if plain and facts.answers.matches(answers):
+                return answers
+        want = facts.answers
+        raise AskError(
+            f"{info.path}: its head follows the answer table {want.name} ({want.count} answers, sha256 "
+            f"{want.sha256[:12]}...), and neither {beside} nor {task_table} is that table"
+        )
+    try:
+        table = AnswerTable.for_task(info.task, info.data_root)
+    except (FileNotFoundError, DataFormatError) as err:
+        raise AskError(f"answer table of {info.task}: {err}") from None
+    if table.num_answers != info.num_outputs:
+        raise AskError(
+            f"{info.path}: the answer head has {info.num_outputs} answers but the answer table "
+            f"{table.source} has {table.num_answers}: a snapshot of another task or answer table"
+        )
+    return table.label2ans
+
+
 class Asker:
-    """A task snapshot ready to answer: model (eval mode), tokenizer, answer table, extractor."""
+    """A task snapshot ready to answer: model (eval mode), tokenizer, answer table, extractor.
+
+    ``extractor_settings`` identifies the extractor's settings in the region cache (default: its name and
+    identity); ``cache`` may be shared between askers (the page shares one).
+    """
 
     def __init__(
         self,
@@ -119,6 +171,8 @@ class Asker:
         standardize: tuple[np.ndarray, np.ndarray] | None = None,
         feature_dtype: str = FEATURE_DTYPE,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        extractor_settings: str | None = None,
+        cache: RegionCache | None = None,
     ) -> None:
         self.info = info
         self.model = model.eval()
@@ -131,6 +185,8 @@ class Asker:
         self.feature_dtype = np.dtype(feature_dtype)
         self.max_pixels = max_pixels
         self.vocab_dirs = [info.data_root / "vg", REPO_DATA / "vg"]
+        self.extractor_settings = extractor_settings or settings_key(getattr(extractor, "name", "?"), {}, id(extractor))
+        self.cache = cache if cache is not None else RegionCache()
 
     @property
     def task(self) -> str:
@@ -146,10 +202,12 @@ class Asker:
         data_root: str | Path | None = None,
         plugins: Sequence[str] = (),
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        cache: RegionCache | None = None,
     ) -> Asker:
-        """Load ``load`` (None: the demo's ``snap/demo/BEST.pth``) for ``task`` (None: from the
-        run's config.json or the head) with ``extractor`` (None: the demo's for the demo model,
-        else ``butd``). Anything that does not fit is an :class:`AskError` saying what."""
+        """Load ``load`` (None: the best photo model under ``snap/``, else the demo's; ``"demo"``: the demo's)
+        for ``task`` (None: from the facts file, the run's config.json or the head) with ``extractor``
+        (None: the demo's for the demo model, else ``butd``). Anything that does not fit is an
+        :class:`AskError` saying what."""
         try:
             info, state = inspect_checkpoint(load, task, data_root)
         except CheckpointError as err:
@@ -157,16 +215,7 @@ class Asker:
         root = info.data_root
         answers = None
         if info.task in QA_TASKS:
-            try:
-                table = AnswerTable.for_task(info.task, root)
-            except (FileNotFoundError, DataFormatError) as err:
-                raise AskError(f"answer table of {info.task}: {err}") from None
-            if table.num_answers != info.num_outputs:
-                raise AskError(
-                    f"{info.path}: the answer head has {info.num_outputs} answers but the answer table "
-                    f"{table.source} has {table.num_answers}: a snapshot of another task or answer table"
-                )
-            answers = table.label2ans
+            answers = answer_table(info)
         elif info.num_outputs != 2:
             raise AskError(f"{info.path}: an NLVR2 head must have 2 outputs, this one has {info.num_outputs}")
 
@@ -203,18 +252,46 @@ class Asker:
             load_state(model, state, strict=True, source=str(info.path))
         except CheckpointError as err:
             raise AskError(str(err)) from None
-        max_length = info.run.max_seq_length if info.run is not None else TrainConfig().max_seq_length
-        return cls(info, model, ext, answers, max_length, standardize, dtype, max_pixels)
+        settings = settings_key(extractor, options, dtype, max_pixels)
+        return cls(info, model, ext, answers, info.max_seq_length, standardize, dtype, max_pixels, settings, cache)
 
     # -- image -> model inputs
-    def encode_image(self, image: Image.Image) -> tuple[Tensor, Tensor, Regions]:
-        """Features (N, D) and normalized boxes (N, 4) of one RGB image, as training saw them."""
+    def extract(self, image: Image.Image) -> Regions:
+        """The extractor's regions of one RGB image, checked."""
         w, h = image.size
         try:
             regions = self.extractor(image)
             regions.check(w, h, self.extractor.feat_dim)
+        except Cancelled:
+            raise
         except ValueError as err:
             raise AskError(f"extractor {self.extractor.name!r} on a {w}x{h} image: {err}") from None
+        return regions
+
+    def regions_of(self, image: Any, cancel: threading.Event | None = None) -> tuple[CachedRegions, bool, float]:
+        """(picture and regions, whether they came from the cache, seconds the extractor took) of an image
+        given as a path, a picture or an array."""
+        digest = image_digest(image)
+        key = (digest, self.extractor_settings) if digest is not None else None
+        cached = self.cache.get(key) if key is not None else None
+        if cached is not None:
+            return cached, True, 0.0
+        picture = read_image(image, self.max_pixels)
+        start = time.perf_counter()
+        with cancellable([self.extractor, getattr(self.extractor, "model", None)], cancel):
+            entry = CachedRegions(picture, self.extract(picture))
+        if key is not None:
+            self.cache.put(key, entry)
+        return entry, False, time.perf_counter() - start
+
+    def encode_image(self, image: Image.Image) -> tuple[Tensor, Tensor, Regions]:
+        """Features (N, D) and normalized boxes (N, 4) of one RGB image, as training saw them."""
+        regions = self.extract(image)
+        feats, boxes = self.model_inputs(regions, *image.size)
+        return feats, boxes, regions
+
+    def model_inputs(self, regions: Regions, w: int, h: int) -> tuple[Tensor, Tensor]:
+        """Features (N, D) and normalized boxes (N, 4) of an image's regions, as training saw them."""
         feats = np.asarray(regions.features, dtype=np.float32)
         if len(feats) == 0:
             raise AskError(f"extractor {self.extractor.name!r} found no regions in the {w}x{h} image")
@@ -227,7 +304,7 @@ class Asker:
         if self.standardize is not None:
             mean, std = self.standardize
             feats = (feats - mean) / std
-        return torch.from_numpy(feats), torch.from_numpy(boxes), regions
+        return torch.from_numpy(feats), torch.from_numpy(boxes)
 
     def _image_regions(self, image: Image.Image, regions: Regions, weights: Tensor | None) -> ImageRegions:
         importance = None if weights is None else weights[: len(regions.boxes)].numpy().astype(np.float64)
@@ -241,47 +318,58 @@ class Asker:
 
     # -- questions
     @torch.inference_mode()
-    def ask(self, image: Any, question: str, top: int = TOP) -> AskResult:
+    def ask(self, image: Any, question: str, top: int = TOP, cancel: threading.Event | None = None) -> AskResult:
         """The ``top`` most probable answers (softmax over the answer table) and region importance."""
         if self.task not in QA_TASKS:
             raise AskError("this is an NLVR2 model: it judges a statement about two images (verify)")
         question = check_text(question, "question")
-        picture = read_image(image, self.max_pixels)
         start = time.perf_counter()
-        feats, boxes, regions = self.encode_image(picture)
+        entry, reused, extract_s = self.regions_of(image, cancel)
+        picture, regions = entry.picture, entry.regions
+        feats, boxes = self.model_inputs(regions, *picture.size)
         text, truncated = self._tokens(question, 1)
-        with CrossAttentionProbe(self.model.lxrt_encoder.bert) as probe:
+        with cancellable([self.model], cancel), CrossAttentionProbe(self.model.lxrt_encoder.bert) as probe:
             logits = self.model(text.input_ids, feats[None], boxes[None], text.attention_mask, text.token_type_ids)
         probs = logits.float().softmax(-1)[0]
         values, index = probs.topk(min(top, probs.numel()))
         answers = [(self.answers[i], float(v)) for v, i in zip(values.tolist(), index.tolist())]
         weights = None if probe.weights is None else probe.weights[0]
         return AskResult(question, answers, self._image_regions(picture, regions, weights), self.task,
-                         time.perf_counter() - start, truncated)  # fmt: skip
+                         time.perf_counter() - start, truncated, reused, extract_s)  # fmt: skip
+
+    def ask_many(
+        self, image: Any, questions: Sequence[str], top: int = TOP, cancel: threading.Event | None = None
+    ) -> list[AskResult]:
+        """:meth:`ask` each question about one image; the extractor runs once (at most)."""
+        if not questions:
+            raise AskError("no question: give at least one")
+        return [self.ask(image, q, top, cancel) for q in questions]
 
     @torch.inference_mode()
-    def verify(self, left: Any, right: Any, statement: str) -> VerifyResult:
+    def verify(self, left: Any, right: Any, statement: str, cancel: threading.Event | None = None) -> VerifyResult:
         """NLVR2: the probability that ``statement`` is true of the pair (left, right)."""
         if self.task != "nlvr2":
             raise AskError(f"this is a {self.task} model: it answers questions about one image (ask)")
         statement = check_text(statement, "statement")
-        pictures = [read_image(left, self.max_pixels), read_image(right, self.max_pixels)]
         start = time.perf_counter()
-        encoded = [self.encode_image(p) for p in pictures]
-        n = max(len(f) for f, _, _ in encoded)
+        sides = [self.regions_of(side, cancel) for side in (left, right)]
+        encoded = [self.model_inputs(e.regions, *e.picture.size) for e, _, _ in sides]
+        n = max(len(f) for f, _ in encoded)
         feats = torch.zeros(2, n, encoded[0][0].shape[1])
         boxes = torch.zeros(2, n, 4)
         mask = torch.zeros(2, n, dtype=torch.long)
-        for row, (f, b, _) in enumerate(encoded):
+        for row, (f, b) in enumerate(encoded):
             feats[row, : len(f)], boxes[row, : len(b)], mask[row, : len(f)] = f, b, 1
         text, _ = self._tokens(statement, 2)
-        with CrossAttentionProbe(self.model.lxrt_encoder.bert) as probe:
+        with cancellable([self.model], cancel), CrossAttentionProbe(self.model.lxrt_encoder.bert) as probe:
             logits = self.model(text.input_ids, feats, boxes, text.attention_mask, text.token_type_ids,
                                 None if bool(mask.all()) else mask)  # fmt: skip
+        check(cancel)
         prob_true = float(logits.float().softmax(-1)[0, 1])
         weights = [None, None] if probe.weights is None else list(probe.weights)
-        sides = [self._image_regions(p, r, w) for p, (_, _, r), w in zip(pictures, encoded, weights)]
-        return VerifyResult(statement, prob_true, sides[0], sides[1], time.perf_counter() - start)
+        drawn = [self._image_regions(e.picture, e.regions, w) for (e, _, _), w in zip(sides, weights)]
+        return VerifyResult(statement, prob_true, drawn[0], drawn[1], time.perf_counter() - start,
+                            all(reused for _, reused, _ in sides))  # fmt: skip
 
 
 def demo_feature_stats(run: TrainConfig | None, data_root: Path) -> tuple[np.ndarray, np.ndarray]:

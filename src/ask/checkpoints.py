@@ -2,9 +2,14 @@
 
 A task snapshot (``BEST.pth`` in the original key layout) holds only tensors. Everything the shapes
 fix (hidden size, layer counts, feature width, answer count) is read from them; the rest (attention
-heads, sequence length, data root, task) comes from the ``config.json`` that a run of this code
-writes beside it, or, for a snapshot of the original code, from BERT's conventions (64-d heads)
-and the answer count (VQA 3129, GQA 1842; NLVR2 has a 2-way head on two pooled vectors).
+heads, sequence length, task, answer table) comes from the facts file beside it (``BEST.json``,
+:mod:`lxrt.snapshot`), else from the ``config.json`` that a run of this code writes beside it, else,
+for a snapshot of the original code, from BERT's conventions (64-d heads) and the answer count (VQA
+3129, GQA 1842; NLVR2 has a 2-way head on two pooled vectors).
+
+Without ``--load``, ``ask`` and the page take the best photo model under ``snap/``
+(:func:`default_checkpoint`): a question-answering snapshot that reads the detector's 2048-d
+features, the released models first, VQA before GQA; else the demo's.
 """
 
 from __future__ import annotations
@@ -19,12 +24,18 @@ from torch import Tensor
 
 from engine.config import TrainConfig
 from lxrt import CheckpointError, LXRTConfig, read_state_dict, resolve_checkpoint
+from lxrt.snapshot import SnapshotFacts, SnapshotFactsError, facts_path, read_facts
 
 ENCODER = "lxrt_encoder.model.bert."
 QA_TASKS = ("vqa", "gqa", "easy_vqa")
 TASKS = (*QA_TASKS, "nlvr2")
 TASK_ALIASES = {"demo": "easy_vqa"}
 DEMO_CHECKPOINT = Path("snap/demo/BEST.pth")
+PHOTO_FEAT_DIM = LXRTConfig().visual_feat_dim  # the bottom-up-attention detector's 2048-d region features
+NO_MODEL_HINT = (
+    "get the released VQA model and the detector with `bash run/download_data.bash butd-detector vqa-model`, "
+    "or build the demo's shape model with `bash run/demo.bash`, or pass --load"
+)
 
 
 class AskError(ValueError):
@@ -41,10 +52,17 @@ class CheckpointInfo:
     num_outputs: int  # answers (VQA/GQA/easy-VQA) or 2 (NLVR2)
     run: TrainConfig | None  # the config.json beside the file, when there is one
     data_root: Path  # where the task's answer table (and the demo's data) is read
+    facts: SnapshotFacts | None = None  # the facts file beside the file (BEST.json), when there is one
 
     @property
     def folder(self) -> Path:
         return self.path.parent
+
+    @property
+    def max_seq_length(self) -> int:
+        if self.facts is not None:
+            return self.facts.max_seq_length
+        return (self.run or TrainConfig()).max_seq_length
 
 
 def normalize_task(task: str | None) -> str | None:
@@ -55,6 +73,23 @@ def normalize_task(task: str | None) -> str | None:
     if name not in TASKS:
         raise AskError(f"unknown task {task!r}; expected one of {', '.join(TASKS)} (or 'demo')")
     return name
+
+
+def snapshot_facts(path: Path) -> SnapshotFacts | None:
+    """The facts file beside ``path`` (None when there is none); a broken one is an :class:`AskError`."""
+    try:
+        return read_facts(path)
+    except SnapshotFactsError as err:
+        raise AskError(str(err)) from None
+
+
+def facts_task(facts: SnapshotFacts, path: Path) -> str:
+    """The facts' task as ``ask`` names it; a task ``ask`` cannot serve is an :class:`AskError`."""
+    task = TASK_ALIASES.get(facts.task, facts.task)
+    if task not in TASKS:
+        raise AskError(f"{path}: {facts_path(path)} says task {facts.task!r}; ask answers questions with "
+                       f"{', '.join(QA_TASKS)} models and judges statements with nlvr2 models")  # fmt: skip
+    return task
 
 
 def read_run_config(folder: Path) -> TrainConfig | None:
@@ -146,19 +181,29 @@ def inspect_checkpoint(
     """
     wanted = normalize_task(task)
     if load is None:
-        if not DEMO_CHECKPOINT.is_file():
-            raise AskError(f"no demo model at {DEMO_CHECKPOINT}: run `bash run/demo.bash` first, or pass --load")
+        load = default_checkpoint()
+        if load is None:
+            raise AskError(f"no model under snap/: {NO_MODEL_HINT}")
+    elif str(load) in ("demo", "easy_vqa"):
         load = DEMO_CHECKPOINT
     try:
         path = resolve_checkpoint(load, suffixes=(".pth", ""))
     except CheckpointError as err:
         raise AskError(str(err)) from None
     state = read_state_dict(path)
+    facts = snapshot_facts(path)
     run = read_run_config(path.parent)
-    model = model_config(state, run.model if run is not None else None, str(path))
+    base = facts.model if facts is not None else (run.model if run is not None else None)
+    model = model_config(state, base, str(path))
     kind, outputs = head_kind(state, model.hidden_size, str(path))
     root = Path(data_root if data_root is not None else (run.data_root if run is not None else "data"))
-    saved = normalize_task(run.task) if run is not None and run.task in (*TASKS, *TASK_ALIASES) else None
+    if facts is not None:
+        saved, said_by = facts_task(facts, path), facts_path(path)
+        if outputs != facts.num_outputs:
+            raise AskError(f"{path}: the head has {outputs} outputs but {said_by} says {facts.num_outputs}")
+    else:
+        saved = normalize_task(run.task) if run is not None and run.task in (*TASKS, *TASK_ALIASES) else None
+        said_by = path.parent / "config.json"
 
     if kind == "nlvr2":
         found = "nlvr2"
@@ -181,28 +226,82 @@ def inspect_checkpoint(
     if wanted is not None and wanted != found:  # only a question-answering task asked of an NLVR2 head
         raise AskError(f"{path}: --task {wanted}, but the file is an NLVR2 snapshot (2-way head on two images)")
     if saved is not None and saved != found and wanted is None:
-        raise AskError(f"{path}: {path.parent / 'config.json'} says task {saved!r} but the head is {found!r}")
-    info = CheckpointInfo(path=path, task=found, model=model, num_outputs=outputs, run=run, data_root=root)
+        raise AskError(f"{path}: {said_by} says task {saved!r} but the head is {found!r}")
+    info = CheckpointInfo(path=path, task=found, model=model, num_outputs=outputs, run=run, data_root=root,
+                          facts=facts)  # fmt: skip
     return info, state
+
+
+@dataclass(frozen=True)
+class SnapshotSummary:
+    """What the model picker and the default choice need to know of a snapshot, read cheaply: from its
+    facts file, else its run's config.json, else its tensors. ``problem``: why it cannot be read."""
+
+    path: Path
+    task: str | None = None  # a task of TASKS, or "qa" (a question-answering head of unknown task)
+    feat_dim: int | None = None
+    outputs: int | None = None
+    released: bool = False  # imported from a release (its facts name the source)
+    problem: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.problem is not None:
+            return f"{self.path} (unreadable: {self.problem[:60]})"
+        what = f"qa, {self.outputs} answers" if self.task == "qa" else self.task
+        return f"{self.path} ({what})"
+
+    @property
+    def question_answering(self) -> bool:
+        return self.task is not None and self.task != "nlvr2" and self.problem is None
+
+    @property
+    def photo(self) -> bool:
+        return self.question_answering and self.task != "easy_vqa" and self.feat_dim == PHOTO_FEAT_DIM
+
+
+def describe_snapshot(path: Path) -> SnapshotSummary:
+    """:class:`SnapshotSummary` of ``path``; never raises."""
+    try:
+        facts = snapshot_facts(path)
+        if facts is not None:
+            return SnapshotSummary(path, facts_task(facts, path), facts.model.visual_feat_dim, facts.num_outputs,
+                                   released="source" in facts.extra)  # fmt: skip
+        run = read_run_config(path.parent)
+        if run is not None and run.task in (*TASKS, *TASK_ALIASES):
+            return SnapshotSummary(path, normalize_task(run.task), run.model.visual_feat_dim)
+        state = read_state_dict(path)
+        hidden = int(state[ENCODER + "embeddings.word_embeddings.weight"].shape[1])
+        kind, outputs = head_kind(state, hidden, str(path))
+        feat_dim = int(state[ENCODER + "encoder.visn_fc.visn_fc.weight"].shape[1])
+        return SnapshotSummary(path, "nlvr2" if kind == "nlvr2" else "qa", feat_dim, outputs)
+    except (AskError, CheckpointError, KeyError, OSError) as err:
+        return SnapshotSummary(path, problem=str(err))
+
+
+def find_snapshots(root: str | Path = "snap", name: str = "BEST.pth") -> list[SnapshotSummary]:
+    """Every ``BEST.pth`` under ``root``, sorted by path."""
+    return [describe_snapshot(p) for p in sorted(Path(root).rglob(name))]
+
+
+def default_checkpoint(root: str | Path = "snap") -> Path | None:
+    """The model ``ask`` and the page use without ``--load``: the best photo model under ``root``, else the
+    demo's, else another question-answering model; within each, released imports first, then by task in
+    the order of ``QA_TASKS``, then the newest. None when there is none."""
+    order = {t: i for i, t in enumerate(QA_TASKS)}
+
+    def rank(s: SnapshotSummary) -> tuple:
+        group = 0 if s.photo else 1 if s.task == "easy_vqa" else 2
+        return group, not s.released, order.get(s.task or "", len(order)), -s.path.stat().st_mtime
+
+    found = [s for s in find_snapshots(root) if s.question_answering]
+    return min(found, key=rank).path if found else None
 
 
 def find_checkpoints(root: str | Path = "snap", name: str = "BEST.pth") -> list[tuple[str, str]]:
     """``(label, path)`` of every ``BEST.pth`` under ``root``, label = ``path (task)``; sorted.
 
-    The task comes from the run's ``config.json``, else from the head's shape (``nlvr2``/``qa``).
-    Unreadable files are listed with the reason instead of a task.
+    The task comes from the facts file or the run's ``config.json``, else from the head's shape
+    (``nlvr2``/``qa, N answers``). Unreadable files are listed with the reason instead of a task.
     """
-    found = []
-    for path in sorted(Path(root).rglob(name)):
-        try:
-            run = read_run_config(path.parent)
-            task = normalize_task(run.task) if run is not None and run.task in (*TASKS, *TASK_ALIASES) else None
-            if task is None:
-                state = read_state_dict(path)
-                hidden = int(state[ENCODER + "embeddings.word_embeddings.weight"].shape[1])
-                kind, outputs = head_kind(state, hidden, str(path))
-                task = "nlvr2" if kind == "nlvr2" else f"qa, {outputs} answers"
-        except (AskError, CheckpointError, KeyError) as err:
-            task = f"unreadable: {str(err)[:60]}"
-        found.append((f"{path} ({task})", str(path)))
-    return found
+    return [(s.label, str(s.path)) for s in find_snapshots(root, name)]

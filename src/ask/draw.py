@@ -22,7 +22,7 @@ from lxrt.fileio import atomic_write
 STRONGEST = (224, 49, 49)  # the region that matters most
 OTHERS = (245, 159, 0)  # the next ones
 TOP_REGIONS = 3
-MIN_SIDE, MAX_SIDE = 384, 768
+MIN_SIDE, MAX_SIDE = 384, 768  # the picture's longer side on the page and in the PNG
 
 
 def display_scale(width: int, height: int, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> float:
@@ -42,35 +42,78 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+Rect = tuple[float, float, float, float]
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(
+    boxes: list[Rect], sizes: list[tuple[float, float]], canvas: tuple[int, int], gap: float = 2
+) -> list[Rect]:
+    """Where to put one label per box, in order (the first gets the best place): rectangles of the given
+    sizes, inside the canvas and not overlapping each other. Each label goes just above its box, else
+    just inside its top, else below it, else inside its bottom, sliding along the box's width; when all
+    of these are taken, the nearest free place in the canvas; when the canvas is full, above the box."""
+    width, height = canvas
+    placed: list[Rect] = []
+
+    def fits(r: Rect) -> bool:
+        inside = r[0] >= 0 and r[1] >= 0 and r[2] <= width and r[3] <= height
+        return inside and not any(_overlaps(r, q) for q in placed)
+
+    for (x1, y1, x2, y2), (w, h) in zip(boxes, sizes):
+        w, h = min(w, width), min(h, height)
+        rows = [y1 - h - gap, y1 + gap, y2 + gap, y2 - h - gap]
+        xs = [x1, x2 - w, (x1 + x2 - w) / 2, x1 + w + gap, x1 - w - gap]
+        candidates = [(min(max(x, 0.0), width - w), min(max(y, 0.0), height - h)) for y in rows for x in xs]
+        choice = next(((x, y) for x, y in candidates if fits((x, y, x + w, y + h))), None)
+        if choice is None:  # scan the canvas, nearest to the box's top-left corner first
+            grid = [(x, y) for y in range(0, max(1, int(height - h) + 1), max(1, int(h / 2)))
+                    for x in range(0, max(1, int(width - w) + 1), max(1, int(w / 4)))]  # fmt: skip
+            grid.sort(key=lambda p: (p[0] - x1) ** 2 + (p[1] - y1) ** 2)
+            choice = next(((float(x), float(y)) for x, y in grid if fits((x, y, x + w, y + h))), candidates[0])
+        placed.append((choice[0], choice[1], choice[0] + w, choice[1] + h))
+    return placed
+
+
 def overlay(regions: ImageRegions, top: int = TOP_REGIONS) -> Image.Image:
-    """The image (scaled for display) with the ``top`` most important regions boxed: the strongest
-    in red and thicker, the others in orange, each tagged with its rank, weight and label."""
+    """The image scaled to a readable size (longer side 384-768 px) with the ``top`` most important regions
+    outlined (thin lines; the strongest in red, the others in orange) and labelled with rank, weight and
+    detector label, the labels inside the picture and not over each other."""
     image = regions.image.convert("RGB")
     scale = display_scale(*image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS
     canvas = image.resize(size, resample) if scale != 1.0 else image.copy()
     draw = ImageDraw.Draw(canvas)
-    font = _font(max(14, max(size) // 24))
-    width = max(2, round(max(size) / 160))
+    font = _font(max(13, round(max(size) / 36)))
+    width = max(1, round(max(size) / 400))
     chosen = regions.ranked()[:top]
-    for rank in reversed(range(len(chosen))):  # the strongest drawn last, on top
-        i = chosen[rank]
-        colour = STRONGEST if rank == 0 else OTHERS
+    boxes: list[Rect] = []
+    tags: list[str] = []
+    for rank, i in enumerate(chosen):
         x1, y1, x2, y2 = (float(v) * scale for v in regions.boxes[i])
-        x2, y2 = max(x1, x2 - 1), max(y1, y2 - 1)  # boxes are exclusive at the right and bottom
-        draw.rectangle((x1, y1, x2, y2), outline=colour, width=width * (2 if rank == 0 else 1))
+        boxes.append((x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)))  # boxes are exclusive at the right and bottom
         parts = [f"#{rank + 1}"]
         if regions.importance is not None:
             parts.append(f"{regions.importance[i]:.0%}")
         if regions.labels is not None:
             parts.append(clean_text(regions.labels[i]))
-        tag = " ".join(parts)
-        left, top_, right, bottom = draw.textbbox((0, 0), tag, font=font)
-        tx = min(max(0.0, x1), size[0] - (right - left) - 4)
-        ty = y1 - (bottom - top_) - 6 if y1 - (bottom - top_) - 6 >= 0 else y1 + 2 * width
-        draw.rectangle((tx, ty, tx + right - left + 4, ty + bottom - top_ + 4), fill=colour)
-        draw.text((tx + 2 - left, ty + 2 - top_), tag, fill=(255, 255, 255), font=font)
+        tags.append(" ".join(parts))
+    bounds = [draw.textbbox((0, 0), tag, font=font) for tag in tags]
+    pad = 3
+    sizes = [(r - left + 2 * pad, b - t + 2 * pad) for left, t, r, b in bounds]
+    spots = place_labels(boxes, sizes, size)
+    for rank in reversed(range(len(chosen))):  # the strongest drawn last, on top
+        colour = STRONGEST if rank == 0 else OTHERS
+        draw.rectangle(boxes[rank], outline=colour, width=width * (2 if rank == 0 else 1))
+    for rank in reversed(range(len(chosen))):
+        colour = STRONGEST if rank == 0 else OTHERS
+        (left, top_, _, _), (tx, ty, _, _) = bounds[rank], spots[rank]
+        draw.rectangle(spots[rank], fill=colour)
+        draw.text((tx + pad - left, ty + pad - top_), tags[rank], fill=(255, 255, 255), font=font)
     return canvas
 
 

@@ -1,11 +1,14 @@
 """A local page to ask LXMERT about pictures: ``python -m ask.serve [--load ...] [--port 7860]``.
 
 :class:`Service` holds the handlers (plain Python, tested without a browser): one
-:class:`ask.Asker` per snapshot, loaded on first use and kept, and every failure turned into a
-message for the page. :func:`build_page` lays them out with Gradio (installed on first use by
-``run/serve.bash`` from ``requirements-serve.txt``): a question tab (image, question, model picker
--> top-5 bars, the image with its strongest regions, a status line) and an NLVR2 tab (two images
-and a statement -> true/false). Requests queue, one at a time per tab.
+:class:`ask.Asker` per snapshot, loaded on first use and kept, one region cache shared by all of
+them, and every failure turned into a message for the page that names what was wrong (uploads by
+their file name, never by the server's temporary path). :func:`build_page` lays them out with
+Gradio (installed on first use by ``run/serve.bash`` from ``requirements-serve.txt``): a question
+tab (image, question, model picker with a refresh button -> top-5 bars, the image with its
+strongest regions, a status line; examples that fit the chosen model) and an NLVR2 tab (two images
+and a statement -> true/false). Requests queue, one at a time per tab; a request whose page asks a
+newer question or is closed is cancelled, so the next one starts at once.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +30,18 @@ import numpy as np
 from PIL import Image
 
 from ask.asker import Asker
-from ask.checkpoints import DEMO_CHECKPOINT, AskError, find_checkpoints, read_run_config
+from ask.cache import RegionCache
+from ask.cancel import Cancelled
+from ask.checkpoints import (
+    DEMO_CHECKPOINT,
+    NO_MODEL_HINT,
+    PHOTO_FEAT_DIM,
+    AskError,
+    default_checkpoint,
+    describe_snapshot,
+    find_snapshots,
+    read_run_config,
+)
 from ask.draw import overlay
 from ask.inputs import DEFAULT_MAX_PIXELS, clean_text
 from features.extract import parse_option
@@ -41,6 +57,13 @@ EASY_VQA_EXAMPLES = (
 PHOTO_EXAMPLES = (("astronaut", "What is the person wearing?"), ("coffee", "What is in the cup?"),
                   ("chelsea", "What animal is this?"))  # fmt: skip
 NO_ANSWER: dict[str, float] = {}
+CANCELLED = "cancelled: a newer request from this page, or the page was closed"
+PAGE_CSS = """
+#image img, #regions img, #left img, #right img, #left_regions img, #right_regions img {
+    width: 100%; height: 100%; object-fit: contain; image-rendering: auto;
+}
+"""
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])(/[^\s:'\"`,;()]+)")
 
 
 def upload_path(value: Any) -> Any:
@@ -55,7 +78,9 @@ class Service:
     """The page's handlers: snapshots loaded once and cached, errors returned as messages.
 
     ``allowed`` lists the folders that uploaded or example files may come from (a client names the
-    file it sent by path; anything else is refused).
+    file it sent by path; anything else is refused). ``load`` None: the best photo model under
+    ``snap_root`` (else the demo's). A request made with a ``session`` (the page's) is cancelled by
+    :meth:`abandon` of that session, or by the next request of the same session.
     """
 
     def __init__(
@@ -69,7 +94,8 @@ class Service:
         allowed: Sequence[str | Path] = (),
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        self.default = str(load) if load else str(DEMO_CHECKPOINT)
+        found = default_checkpoint(snap_root) if not load else None
+        self.default = str(load) if load else str(found or Path(snap_root) / DEMO_CHECKPOINT.relative_to("snap"))
         self.extractor = extractor
         self.extractor_options = dict(extractor_options or {})
         self.plugins = list(plugins)
@@ -77,19 +103,31 @@ class Service:
         self.snap_root = snap_root
         self.allowed = [Path(p).resolve() for p in allowed]
         self.max_pixels = max_pixels
+        self.cache = RegionCache()
         self._askers: dict[str, Asker] = {}
         self._known = {self.default}  # the snapshots a request may name: the served one and the picker's
         self._lock = threading.Lock()
+        self._sessions: dict[str, threading.Event] = {}  # page session -> cancel flag of its request in progress
+        self._sessions_lock = threading.Lock()
 
     # -- models
     def checkpoints(self, nlvr2: bool = False) -> list[tuple[str, str]]:
-        """``(label, path)`` of the snapshots under the snap folder for one tab; the default first."""
-        found = [c for c in find_checkpoints(self.snap_root) if ("(nlvr2)" in c[0]) == nlvr2]
+        """``(label, path)`` of the snapshots under the snap folder for one tab, read afresh (a model trained
+        while the page runs appears); the default first."""
+        found = [(s.label, str(s.path)) for s in find_snapshots(self.snap_root) if (s.task == "nlvr2") == nlvr2]
         if not nlvr2 and not any(Path(p) == Path(self.default) for _, p in found):
             found.insert(0, (self.default, self.default))
         found.sort(key=lambda c: Path(c[1]) != Path(self.default))
         self._known.update(p for _, p in found)
         return found
+
+    def kind(self, load: str | None) -> str:
+        """What pictures the model ``load`` reads: ``shapes`` (the demo's), ``photos`` (the detector's features)
+        or ``other`` (another extractor's, or unknown)."""
+        summary = describe_snapshot(Path(load or self.default))
+        if summary.task == "easy_vqa":
+            return "shapes"
+        return "photos" if summary.feat_dim == PHOTO_FEAT_DIM and summary.problem is None else "other"
 
     def asker(self, load: str | None) -> Asker:
         """The snapshot ``load`` (default: the served one), loaded on first use."""
@@ -100,6 +138,8 @@ class Service:
             if key not in self._askers:
                 run = read_run_config(Path(key).parent) if Path(key).parent.is_dir() else None
                 demo = run is not None and run.task == "easy_vqa"
+                if not Path(key).is_file() and Path(key) == Path(self.default) and not demo:
+                    raise AskError(f"no model at {key}: {NO_MODEL_HINT}")
                 self._askers[key] = Asker.from_checkpoint(
                     key,
                     None,
@@ -108,6 +148,7 @@ class Service:
                     self.data_root,
                     self.plugins,
                     self.max_pixels,
+                    self.cache,
                 )
                 log.info(f"loaded {key} ({self._askers[key].task})")
             return self._askers[key]
@@ -122,43 +163,100 @@ class Service:
                 raise AskError(f"{what}: not an uploaded file")
         return value
 
+    def public(self, message: str) -> str:
+        """``message`` without the server's paths: a file under the upload or temporary folders by its name,
+        one under the working folder relative to it."""
+        roots = [*self.allowed, Path(tempfile.gettempdir()).resolve()]
+        cwd = Path.cwd().resolve()
+
+        def shorten(match: re.Match) -> str:
+            path = Path(match.group(1))
+            try:
+                resolved = path.resolve()
+            except (OSError, RuntimeError):
+                return match.group(1)
+            if any(resolved.is_relative_to(root) for root in roots):
+                return path.name
+            if resolved.is_relative_to(cwd):
+                return str(resolved.relative_to(cwd))
+            return match.group(1)
+
+        return _ABSOLUTE_PATH.sub(shorten, message)
+
+    # -- requests of a page session
+    def abandon(self, session: str | None) -> None:
+        """Cancel the request in progress of page ``session`` (it asked a newer question, or was closed)."""
+        if session is None:
+            return
+        with self._sessions_lock:
+            event = self._sessions.get(session)
+        if event is not None:
+            event.set()
+            log.info(f"cancelling the request of page session {session[:8]}")
+
+    @contextmanager
+    def _request(self, session: str | None) -> Iterator[threading.Event | None]:
+        if session is None:
+            yield None
+            return
+        event = threading.Event()
+        with self._sessions_lock:
+            previous = self._sessions.get(session)
+            if previous is not None:
+                previous.set()
+            self._sessions[session] = event
+        try:
+            yield event
+        finally:
+            with self._sessions_lock:
+                if self._sessions.get(session) is event:
+                    del self._sessions[session]
+
     # -- handlers
     def answer(
-        self, image: Any, question: str, load: str | None = None
+        self, image: Any, question: str, load: str | None = None, session: str | None = None
     ) -> tuple[dict[str, float], Image.Image | None, str]:
         """(answer -> probability for the top 5, the image with its regions, a status line)."""
         try:
-            picture = self._image(image, "image")
-            asker = self.asker(load)
-            with self._lock:
-                result = asker.ask(picture, question)
+            with self._request(session) as cancel:
+                picture = self._image(image, "image")
+                asker = self.asker(load)
+                with self._lock:
+                    result = asker.ask(picture, question, cancel=cancel)
+        except Cancelled:
+            return NO_ANSWER, None, CANCELLED
         except (AskError, CheckpointError, OSError) as err:
-            return NO_ANSWER, None, f"⚠️ {clean_text(str(err), visible=True)}"
+            return NO_ANSWER, None, f"⚠️ {self.public(clean_text(str(err), visible=True))}"
         except Exception as err:  # the page keeps serving; the log has the traceback
             log.exception("answering failed")
-            return NO_ANSWER, None, f"⚠️ internal error: {type(err).__name__}: {err}"
+            return NO_ANSWER, None, f"⚠️ internal error: {type(err).__name__}: {self.public(str(err))}"
         first, prob = result.answers[0]
         status = f"**{first}** ({prob:.1%}) for “{result.question}” · {result.seconds * 1000:.0f} ms"
+        if result.reused:
+            status += " (regions reused)"
         if result.truncated:
             status += " · the question was cut to the model's length"
         return dict(result.answers), overlay(result.regions), status
 
     def verify(
-        self, left: Any, right: Any, statement: str, load: str | None = None
+        self, left: Any, right: Any, statement: str, load: str | None = None, session: str | None = None
     ) -> tuple[dict[str, float], Image.Image | None, Image.Image | None, str]:
         """({"true": p, "false": 1 - p}, both images with their regions, a status line)."""
         try:
             if not load:
                 raise AskError("no NLVR2 snapshot under snap/: fine-tune one with bash run/nlvr2_finetune.bash")
-            a, b = self._image(left, "left image"), self._image(right, "right image")
-            asker = self.asker(load)
-            with self._lock:
-                result = asker.verify(a, b, statement)
+            with self._request(session) as cancel:
+                a, b = self._image(left, "left image"), self._image(right, "right image")
+                asker = self.asker(load)
+                with self._lock:
+                    result = asker.verify(a, b, statement, cancel=cancel)
+        except Cancelled:
+            return NO_ANSWER, None, None, CANCELLED
         except (AskError, CheckpointError, OSError) as err:
-            return NO_ANSWER, None, None, f"⚠️ {clean_text(str(err), visible=True)}"
+            return NO_ANSWER, None, None, f"⚠️ {self.public(clean_text(str(err), visible=True))}"
         except Exception as err:
             log.exception("judging failed")
-            return NO_ANSWER, None, None, f"⚠️ internal error: {type(err).__name__}: {err}"
+            return NO_ANSWER, None, None, f"⚠️ internal error: {type(err).__name__}: {self.public(str(err))}"
         verdict = {"true": result.prob_true, "false": 1.0 - result.prob_true}
         status = f"**{str(result.answer).lower()}** (P(true) {result.prob_true:.1%}) · {result.seconds * 1000:.0f} ms"
         return verdict, overlay(result.left), overlay(result.right), status
@@ -167,31 +265,50 @@ class Service:
 def example_images(folder: Path) -> tuple[list[list[str]], list[str]]:
     """``([[image, question], ...], [photo, ...])``: easy-VQA test images (when the package is
     installed) and real photos of ``skimage.data`` (when scikit-image is), written under ``folder``."""
-    examples: list[list[str]] = []
+    shapes, photos = shape_examples(), photo_examples(folder)
+    return [*shapes, *photos], [p for p, _ in photos]
+
+
+def shape_examples() -> list[list[str]]:
+    """``[[image, question], ...]`` of easy-VQA test images (empty without the ``easy-vqa`` package)."""
     try:
         from demo.easy_vqa_data import image_path
 
-        examples += [[str(image_path(f"{split}_{n}")), q] for split, n, q in EASY_VQA_EXAMPLES]
+        return [[str(image_path(f"{split}_{n}")), q] for split, n, q in EASY_VQA_EXAMPLES]
     except (ImportError, ValueError):
-        pass
-    photos: list[str] = []
+        return []
+
+
+def photo_examples(folder: Path) -> list[list[str]]:
+    """``[[photo, question], ...]`` of ``skimage.data`` photos written under ``folder`` (empty without
+    scikit-image)."""
     try:
         import skimage.data as photos_module
     except ImportError:
-        photos_module = None
-    if photos_module is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, question in PHOTO_EXAMPLES:
-            path = folder / f"{name}.png"
-            try:
-                if not path.is_file():
-                    Image.fromarray(np.asarray(getattr(photos_module, name)())).save(path)
-            except Exception as err:  # a photo that cannot be made is left out
-                log.warning(f"example photo {name}: {err}")
-                continue
-            examples.append([str(path), question])
-            photos.append(str(path))
-    return examples, photos
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    found = []
+    for name, question in PHOTO_EXAMPLES:
+        path = folder / f"{name}.png"
+        try:
+            if not path.is_file():
+                Image.fromarray(np.asarray(getattr(photos_module, name)())).save(path)
+        except Exception as err:  # a photo that cannot be made is left out
+            log.warning(f"example photo {name}: {err}")
+            continue
+        found.append([str(path), question])
+    return found
+
+
+def examples_note(kind: str, have: Mapping[str, bool]) -> str:
+    """The line above the examples: empty when they fit the model, else a plain warning."""
+    if kind == "other":
+        return ("⚠️ This model reads region features of another extractor than the examples' (photos for the "
+                "detector, shapes for the demo): upload pictures of the kind it was trained on.")  # fmt: skip
+    if not have.get(kind):
+        what = "photos (scikit-image is not installed)" if kind == "photos" else "shapes (easy-vqa is not installed)"
+        return f"⚠️ No examples of {what}: upload a picture."
+    return ""
 
 
 def upload_roots() -> list[str]:
@@ -204,8 +321,39 @@ def build_page(service: Service, examples_dir: Path | None = None) -> Any:
     import gradio as gr
 
     folder = examples_dir or Path(tempfile.gettempdir()) / "lxmert-serve-examples"
-    examples, photos = example_images(folder)
+    shapes, photos = shape_examples(), photo_examples(folder)
+    have = {"shapes": bool(shapes), "photos": bool(photos)}
     qa_models, nlvr2_models = service.checkpoints(), service.checkpoints(nlvr2=True)
+    first_kind = service.kind(qa_models[0][1] if qa_models else None)
+
+    def session_of(request: Any) -> str | None:
+        return getattr(request, "session_hash", None)
+
+    def answer(image: Any, question: str, load: str | None, request: gr.Request):  # noqa: ANN202
+        return service.answer(image, question, load, session_of(request))
+
+    def verify(left: Any, right: Any, statement: str, load: str | None, request: gr.Request):  # noqa: ANN202
+        return service.verify(left, right, statement, load, session_of(request))
+
+    def abandon(request: gr.Request) -> None:
+        service.abandon(session_of(request))
+
+    for handler in (answer, verify, abandon):  # Gradio passes the request to a parameter typed gr.Request
+        handler.__annotations__ = {"request": gr.Request}
+
+    def examples_for(load: str | None) -> tuple[Any, Any, Any]:
+        kind = service.kind(load)
+        note = examples_note(kind, have)
+        return (gr.update(visible=kind == "shapes" and have["shapes"]),
+                gr.update(visible=kind == "photos" and have["photos"]),
+                gr.update(value=note, visible=bool(note)))  # fmt: skip
+
+    def refresh(current: str | None, current_pair: str | None) -> tuple[Any, Any]:
+        qa, pairs = service.checkpoints(), service.checkpoints(nlvr2=True)
+        keep = current if any(p == current for _, p in qa) else (qa[0][1] if qa else None)
+        keep_pair = current_pair if any(p == current_pair for _, p in pairs) else (pairs[0][1] if pairs else None)
+        return gr.update(choices=qa, value=keep), gr.update(choices=pairs, value=keep_pair)
+
     with gr.Blocks(title="Ask LXMERT") as page:
         gr.Markdown("## Ask LXMERT about a picture\nUpload an image (or click an example), type a question, "
                     "press **Ask**. Boxes: the regions the question's [CLS] attends to most in the last "
@@ -213,25 +361,38 @@ def build_page(service: Service, examples_dir: Path | None = None) -> Any:
         with gr.Tab("Question"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"], elem_id="image")
-                    question = gr.Textbox(label="question", placeholder="What color is the shape?", elem_id="question")
-                    model = gr.Dropdown(qa_models, value=qa_models[0][1] if qa_models else None, label="model",
-                                        elem_id="model")  # fmt: skip
+                    image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"], elem_id="image",
+                                     height=400)  # fmt: skip
+                    question = gr.Textbox(label="question", placeholder="What is the man holding?", elem_id="question")
+                    with gr.Row():
+                        model = gr.Dropdown(qa_models, value=qa_models[0][1] if qa_models else None, label="model",
+                                            elem_id="model", scale=5)  # fmt: skip
+                        refresh_button = gr.Button("↻ models", elem_id="refresh", scale=1, min_width=60)
                     ask = gr.Button("Ask", variant="primary", elem_id="ask")
                 with gr.Column():
                     status = gr.Markdown(elem_id="status")
                     answers = gr.Label(num_top_classes=5, label="top-5 answers", elem_id="answers")
-                    regions = gr.Image(label="regions", type="pil", interactive=False, elem_id="regions")
-            if examples:
-                gr.Examples(examples, inputs=[image, question], label="examples")
+                    regions = gr.Image(label="regions", type="pil", interactive=False, elem_id="regions", height=400)
+            note = examples_note(first_kind, have)
+            examples_warning = gr.Markdown(note, visible=bool(note), elem_id="examples_note")
+            with gr.Column(visible=first_kind == "shapes" and have["shapes"], elem_id="shape_examples") as shape_box:
+                if shapes:
+                    gr.Examples(shapes, inputs=[image, question], label="examples: easy-VQA shapes")
+            with gr.Column(visible=first_kind == "photos" and have["photos"], elem_id="photo_examples") as photo_box:
+                if photos:
+                    gr.Examples(photos, inputs=[image, question], label="examples: photos")
             inputs = [image, question, model]
             outputs = [answers, regions, status]
-            ask.click(service.answer, inputs, outputs, preprocess=False, concurrency_id="ask")
-            question.submit(service.answer, inputs, outputs, preprocess=False, concurrency_id="ask")
+            for trigger in (ask.click, question.submit):
+                # first, outside the queue: stop this page's request in progress; then queue the new one
+                trigger(abandon, None, None, queue=False, show_progress="hidden", trigger_mode="multiple").then(
+                    answer, inputs, outputs, preprocess=False, concurrency_id="ask", trigger_mode="always_last"
+                )  # fmt: skip
+            model.change(examples_for, [model], [shape_box, photo_box, examples_warning], queue=False)
         with gr.Tab("NLVR2: true or false?"):
             with gr.Row():
-                left = gr.Image(label="left image", type="filepath", sources=["upload"], elem_id="left")
-                right = gr.Image(label="right image", type="filepath", sources=["upload"], elem_id="right")
+                left = gr.Image(label="left image", type="filepath", sources=["upload"], elem_id="left", height=300)
+                right = gr.Image(label="right image", type="filepath", sources=["upload"], elem_id="right", height=300)
             statement = gr.Textbox(label="statement", placeholder="There are two dogs in total.", elem_id="statement")
             pair_model = gr.Dropdown(nlvr2_models, value=nlvr2_models[0][1] if nlvr2_models else None,
                                      label="model (NLVR2 snapshots under snap/)", elem_id="pair_model")  # fmt: skip
@@ -239,16 +400,30 @@ def build_page(service: Service, examples_dir: Path | None = None) -> Any:
             pair_status = gr.Markdown(elem_id="pair_status")
             verdict = gr.Label(num_top_classes=2, label="judgement", elem_id="verdict")
             with gr.Row():
-                left_regions = gr.Image(label="left: regions", type="pil", interactive=False)
-                right_regions = gr.Image(label="right: regions", type="pil", interactive=False)
+                left_regions = gr.Image(label="left: regions", type="pil", interactive=False, elem_id="left_regions",
+                                        height=300)  # fmt: skip
+                right_regions = gr.Image(label="right: regions", type="pil", interactive=False,
+                                         elem_id="right_regions", height=300)  # fmt: skip
             if len(photos) >= 2:
-                gr.Examples([[photos[0], photos[1], "There is a person in the left image."]],
+                gr.Examples([[photos[0][0], photos[1][0], "There is a person in the left image."]],
                             inputs=[left, right, statement], label="examples")  # fmt: skip
-            judge.click(service.verify, [left, right, statement, pair_model],
-                        [verdict, left_regions, right_regions, pair_status], preprocess=False,
-                        concurrency_id="judge")  # fmt: skip
+            judge.click(abandon, None, None, queue=False, show_progress="hidden", trigger_mode="multiple").then(
+                verify, [left, right, statement, pair_model], [verdict, left_regions, right_regions, pair_status],
+                preprocess=False, concurrency_id="judge", trigger_mode="always_last"
+            )  # fmt: skip
+        refresh_button.click(refresh, [model, pair_model], [model, pair_model], queue=False)
+        page.load(refresh, [model, pair_model], [model, pair_model], queue=False)
+        page.unload(abandon)
     page.queue(default_concurrency_limit=1)
     return page
+
+
+def launch_page(page: Any, service: Service, host: str = "127.0.0.1", port: int = 7860, **options: Any) -> Any:
+    """Serve ``page``: its style sheet, error messages shown (a file the server refuses to read says so
+    instead of an empty error), uploads up to 50 MB, files served only from the upload folders."""
+    settings = dict(server_name=host, server_port=port, ssr_mode=False, quiet=True, max_file_size="50mb",
+                    allowed_paths=[str(p) for p in service.allowed], css=PAGE_CSS, show_error=True)  # fmt: skip
+    return page.launch(**{**settings, **options})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -257,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a local web page that asks LXMERT about pictures (Gradio). Bound to 127.0.0.1 "
         "unless --host is given.",
     )
-    p.add_argument("--load", help="snapshot selected first (default: the demo's snap/demo/BEST.pth)")
+    p.add_argument("--load", help="snapshot selected first (default: the best photo model under --snap, the released "
+                   "VQA model first; else the demo's snap/demo/BEST.pth)")  # fmt: skip
     p.add_argument("--extractor", help="region extractor for snapshots other than the demo's (default butd)")
     p.add_argument("--weights", help="extractor weights file (passed as weights=PATH)")
     p.add_argument("--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
@@ -296,8 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     page = build_page(service)
     host = "127.0.0.1" if args.host in ("127.0.0.1", "localhost") else args.host
     print(f"serving on http://{host if host != '0.0.0.0' else '127.0.0.1'}:{args.port}  (Ctrl-C stops)", flush=True)
-    page.launch(server_name=host, server_port=args.port, ssr_mode=False, quiet=True, max_file_size="50mb",
-                allowed_paths=[str(p) for p in service.allowed])  # fmt: skip
+    launch_page(page, service, host, args.port)
     return 0
 
 

@@ -24,6 +24,12 @@ NLVR_COMMIT = "3afe9e57355ab49fb92a0dc231436e583d67d125"
 NLVR_BASE = f"https://raw.githubusercontent.com/lil-lab/nlvr/{NLVR_COMMIT}"
 # The PyTorch port of the bottom-up-attention detector's weights (used by the butd extractor).
 HF_BASE = "https://huggingface.co"
+# The released fine-tuned models in HF transformers' LxmertForQuestionAnswering layout, imported into task
+# snapshots after the download (``python -m datatools.hf_import``). VQA is pinned to the commit that last
+# changed its weights. For GQA only the short id of its last commit (4055268) is known here, not the full
+# one the hub's file URLs need: its files are read from ``main`` and its weights pinned by their SHA-256.
+VQA_MODEL_REVISION = "945e6172c6c93befbe8d64683f22d34cb567e8ab"
+GQA_MODEL_REVISION = "main"
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,10 @@ GROUPS: dict[str, str] = {
     "features-nlvr2": "obj36 features for NLVR2 train, valid, test",
     "bert": "BERT-base uncased from the HuggingFace hub (snap/bert/bert-base-uncased; fetched on first use)",
     "butd-detector": "bottom-up-attention Faster R-CNN weights for --extractor butd (snap/detector, 262 MB)",
+    "vqa-model": "the released fine-tuned VQA model (HF unc-nlp/lxmert-vqa-uncased), imported as "
+    "snap/vqa/lxmert-vqa-uncased/BEST.pth (856 MB)",
+    "gqa-model": "the released fine-tuned GQA model (HF unc-nlp/lxmert-gqa-uncased), imported as "
+    "snap/gqa/lxmert-gqa-uncased/BEST.pth (848 MB)",
 }
 
 
@@ -103,6 +113,22 @@ def _bert(file: bert_hub.BertFile) -> Source:
         base=BERT_BASE,
         size=file.size,
         sha256=file.sha256,
+    )
+
+
+def _hf_model(group: str, repo: str, revision: str, file: str, size: int | None = None,
+              sha256: str | None = None, approx: str = "") -> Source:
+    """A file of a released HF model, stored under ``snap/hf/<model>/`` until it is imported."""
+    model = repo.split("/")[-1]
+    return Source(
+        name=f"hf/{model}/{file}",
+        group=group,
+        path=f"{repo}/resolve/{revision}/{file}",
+        dest=f"snap/hf/{model}/{file}",
+        base=HF_BASE,
+        size=size,
+        sha256=sha256,
+        approx_size=approx,
     )
 
 
@@ -156,6 +182,15 @@ SOURCES: tuple[Source, ...] = (
         base=HF_BASE,
         approx_size="262 MB",
     ),
+    _hf_model("vqa-model", "unc-nlp/lxmert-vqa-uncased", VQA_MODEL_REVISION, "config.json", 880),
+    # size and SHA-256 of the weights from a Git LFS pointer of this file (855915865 bytes: the 856 MB the
+    # model page lists)
+    _hf_model("vqa-model", "unc-nlp/lxmert-vqa-uncased", VQA_MODEL_REVISION, "pytorch_model.bin", 855915865,
+              "22a5f430729071f0ac40255db9f90e65a9741006df456bcb20d7a52d143afabe", "856 MB"),
+    _hf_model("gqa-model", "unc-nlp/lxmert-gqa-uncased", GQA_MODEL_REVISION, "config.json", 880),
+    # SHA-256 from the model page's Git LFS details (848 MB; the page does not give the exact byte count)
+    _hf_model("gqa-model", "unc-nlp/lxmert-gqa-uncased", GQA_MODEL_REVISION, "pytorch_model.bin", None,
+              "17865ec9f41f90894fc637e77dbff135b55038efd384a617a020a7dc4026a966", "848 MB"),
 )
 
 

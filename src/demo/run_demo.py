@@ -9,6 +9,12 @@ write ``metrics.json``, ``curves.png`` and ``predictions.png``. Everything lands
 (default ``snap/demo``). A rerun with the same settings reuses the features and the snapshot and
 only evaluates and reports; ``--fresh`` starts over; ``--resume`` continues a killed training.
 
+The result is fixed by the recipe: its epochs always run, however slow the machine; a short speed
+check only estimates the time up front. ``--max-minutes M`` is an opt-in budget: when the estimate
+says the epochs would not fit, fewer run, and the run says so in its last lines and in
+``metrics.json`` (``"cut_short": true``, ``epochs_done`` of ``epochs_planned``); such a snapshot is
+never reused as a finished run.
+
 numpy and torch are imported inside the functions, after the thread environment is set: BLAS and
 OpenMP read it once, when they load.
 """
@@ -69,7 +75,7 @@ class DemoConfig:
     lr: float | None = None
     hidden: int | None = None
     seed: int | None = None
-    max_minutes: float = 10.0
+    max_minutes: float = 0.0
     workers: int = 0
     threads: int = 0
     max_images: int | None = None
@@ -99,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     t.add_argument("--seed", type=int, help=f"random seed (default {r.seed})")
     t.add_argument(
-        "--max-minutes", dest="max_minutes", type=float, default=10.0,
-        help="time budget for training: a short speed measurement decides how many of the epochs fit "
-        "(default 10; 0: no limit)",
+        "--max-minutes", dest="max_minutes", type=float, default=0.0,
+        help="opt-in time budget for training: when a short speed check says the recipe's epochs would not "
+        "fit, fewer run and the run is marked cut short (lower accuracy; never reused as finished). "
+        "Default 0: no budget, the recipe's epochs always run",
     )  # fmt: skip
     m = p.add_argument_group("machine")
     m.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0: none)")
@@ -160,6 +167,13 @@ def set_thread_environment() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under ``taskset``), else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def choose_threads(task: EasyVQATask) -> tuple[int, float]:
     """(torch threads, examples/s): the faster of one thread and one per core, measured.
 
@@ -168,7 +182,7 @@ def choose_threads(task: EasyVQATask) -> tuple[int, float]:
     """
     import torch
 
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     speeds = {}
     for count in sorted({1, cores}):
         torch.set_num_threads(count)
@@ -242,11 +256,12 @@ def train_config(demo: DemoConfig) -> TrainConfig:
     return cfg.replace(**changes)
 
 
-def run_key(cfg: TrainConfig, data: EasyVQAData, demo: DemoConfig) -> dict[str, Any]:
-    """What decides the trained weights: settings, data preparation and time budget."""
+def run_key(cfg: TrainConfig, data: EasyVQAData) -> dict[str, Any]:
+    """What decides the trained weights: the recipe's settings and the data preparation (not the time
+    budget: a run the budget cut short is marked so, and never counts as a finished run of the recipe)."""
     settings = {k: v for k, v in cfg.to_dict().items() if k not in VOLATILE_FIELDS}
     manifest = json.loads((data.root / "manifest.json").read_text(encoding="utf-8"))
-    return {"train": settings, "data": manifest.get("settings"), "max_minutes": demo.max_minutes}
+    return {"train": settings, "data": manifest.get("settings")}
 
 
 def read_state(out: Path) -> dict[str, Any]:
@@ -299,22 +314,26 @@ def measure_speed(task: EasyVQATask, steps: int = 10, max_seconds: float = 4.0) 
     return seen / (time.perf_counter() - start)
 
 
-def plan_epochs(cfg: TrainConfig, data: EasyVQAData, max_minutes: float, rate: float) -> int:
-    """``cfg.epochs``, or fewer when at ``rate`` training examples/s they would not fit ``max_minutes``."""
-    if max_minutes <= 0:
-        return cfg.epochs
+def epoch_seconds(data: EasyVQAData, rate: float) -> float:
+    """Estimated seconds of one epoch (training plus the minival pass) at ``rate`` training examples/s."""
     train_n = data.counts.get("train", {}).get("questions") or len(data.load("train"))
     valid_n = data.counts.get("minival", {}).get("questions") or len(data.load("minival"))
-    epoch_s = train_n / rate + valid_n / (rate * EVAL_SPEEDUP)
+    return train_n / rate + valid_n / (rate * EVAL_SPEEDUP)
+
+
+def plan_epochs(cfg: TrainConfig, data: EasyVQAData, max_minutes: float, rate: float) -> int:
+    """``cfg.epochs``, or fewer when at ``rate`` training examples/s they would not fit ``max_minutes``
+    (0: no budget)."""
+    epoch_s = epoch_seconds(data, rate)
+    log.info(f"estimate: about {epoch_s:.0f} s per epoch at {rate:.0f} examples/s, "
+             f"~{cfg.epochs * epoch_s / 60:.1f} min for the recipe's {cfg.epochs} epochs")  # fmt: skip
+    if max_minutes <= 0:
+        return cfg.epochs
     fit = int(max_minutes * 60 // epoch_s)
-    log.info(
-        f"about {epoch_s:.0f} s per epoch at {rate:.0f} examples/s: {fit} epoch(s) fit in {max_minutes:g} min"
-    )
     if fit < cfg.epochs:
         log.warning(
-            f"training {max(fit, 1)} instead of {cfg.epochs} epochs to stay within "
-            f"--max-minutes {max_minutes:g} (this machine is slower or busier than the recipe assumes; "
-            "expect a lower accuracy)"
+            f"--max-minutes {max_minutes:g}: training {max(fit, 1)} of the recipe's {cfg.epochs} epochs (the "
+            "schedule shortened to fit); the run will be marked cut short and its accuracy may be lower"
         )
         return max(fit, 1)
     return cfg.epochs
@@ -340,8 +359,7 @@ def train(cfg: TrainConfig, data: EasyVQAData, demo: DemoConfig, key: dict[str, 
         log.warning(f"--resume: no unfinished run with these settings in {out}; training from the start")
     start = time.perf_counter()
     rate = None
-    plan = not resume and demo.max_minutes > 0
-    if demo.threads == 0 or plan:
+    if not resume:
         probe = EasyVQATask(cfg)  # its datasets and feature statistics load once for the checks
         if demo.threads == 0:
             _, rate = choose_threads(probe)
@@ -353,12 +371,16 @@ def train(cfg: TrainConfig, data: EasyVQAData, demo: DemoConfig, key: dict[str, 
         log.info(f"resuming the training in {out} ({epochs} epochs planned)")
     else:
         clear_run_folder(out, keep=("run.log",))  # the log of this invocation is already open
-        epochs = plan_epochs(cfg, data, demo.max_minutes, rate) if plan and rate else cfg.epochs
-    write_state(out, {"key": key, "epochs": epochs, "complete": False})
+        epochs = plan_epochs(cfg, data, demo.max_minutes, rate) if rate else cfg.epochs
+    plan = {"key": key, "epochs": epochs, "epochs_planned": cfg.epochs, "cut_short": epochs < cfg.epochs,
+            "max_minutes": demo.max_minutes if epochs < cfg.epochs else None}  # fmt: skip
+    if resume:
+        plan.update({k: state[k] for k in ("epochs_planned", "cut_short", "max_minutes") if k in state})
+    write_state(out, {**plan, "complete": False})
     train_cfg = cfg.replace(epochs=epochs, test="", resume=resume)
     run(EasyVQATask(train_cfg), train_cfg)
     seconds = time.perf_counter() - start + float(state.get("train_seconds", 0.0) if resume else 0.0)
-    write_state(out, {"key": key, "epochs": epochs, "complete": True, "train_seconds": seconds})
+    write_state(out, {**plan, "complete": True, "train_seconds": seconds})
     return seconds
 
 
@@ -387,7 +409,28 @@ def summary(metrics: dict[str, Any], out: Path) -> str:
     lines.append(
         f"files: {out}/ (metrics.json, curves.png, predictions.png, test_predict.json, BEST.pth, run.log)"
     )
+    lines.append(f"ask the model about a picture:  bash run/ask.bash {example_image()} \"What color is the shape?\" "
+                 f"--load {out / 'BEST'}")  # fmt: skip
+    lines.append("or on a local web page:         bash run/serve.bash --load " + str(out / "BEST"))
+    if metrics.get("cut_short"):
+        lines += [
+            "!" * 100,
+            f"CUT SHORT: trained {metrics['epochs_done']} of the recipe's {metrics['epochs_planned']} epochs to fit "
+            f"--max-minutes {metrics.get('max_minutes'):g};",
+            "the accuracy above is not the recipe's result. Run again without --max-minutes for the full recipe "
+            "(this snapshot is not reused).",
+            "!" * 100,
+        ]
     return "\n".join(lines)
+
+
+def example_image() -> str:
+    try:
+        from demo.easy_vqa_data import image_path
+
+        return str(image_path("test_0"))
+    except (ImportError, ValueError, OSError):
+        return "IMAGE"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -399,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from demo.report import write_json, write_report
     from engine.report import setup_logging
 
-    torch.set_num_threads(demo.threads or os.cpu_count() or 1)
+    torch.set_num_threads(demo.threads or usable_cores())
 
     out = Path(demo.output)
     if demo.fresh:
@@ -412,9 +455,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     prepare_s = time.perf_counter() - start
 
     cfg = train_config(demo)
-    key = run_key(cfg, data, demo)
+    key = run_key(cfg, data)
     state = read_state(out)
-    reuse = state.get("complete") and state.get("key") == key and (out / "BEST.pth").is_file()
+    same = state.get("complete") and state.get("key") == key and (out / "BEST.pth").is_file()
+    reuse = bool(same and not state.get("cut_short"))
+    if same and not reuse:
+        log.warning(f"the snapshot in {out} was cut short ({state.get('epochs')} of {state.get('epochs_planned')} "
+                    "epochs): training again, not reusing it")  # fmt: skip
     if reuse:
         log.info(f"reusing the trained snapshot {out / 'BEST.pth'} (same settings); --fresh retrains")
         train_s = None
@@ -430,7 +477,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     extra = {
         "threads": torch.get_num_threads(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "epochs_planned": state.get("epochs"),
+        "epochs_planned": state.get("epochs_planned", state.get("epochs")),
+        "epochs_done": state.get("epochs"),
+        "cut_short": bool(state.get("cut_short")),
+        "max_minutes": state.get("max_minutes"),
         "reused_snapshot": bool(reuse),
         "snapshot_train_seconds": state.get("train_seconds"),  # also known when the snapshot is reused
         "config": cfg.replace(epochs=state.get("epochs", cfg.epochs)).to_dict(),

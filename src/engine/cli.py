@@ -76,6 +76,9 @@ def build_parser(description: str, recipe: str) -> argparse.ArgumentParser:
     n.add_argument("--model-config", dest="model_config",
                    help="model size: 'base' (LXMERT), 'tiny', or a JSON file of LXRTConfig fields")
     n.add_argument("--bert", help="HF BERT folder to initialize the language layers (without --fromScratch)")
+    n.add_argument("--from-bert", dest="from_bert", action="store_true",
+                   help="start without the pretrained LXMERT weights (the recipe's --loadLXMERT/--loadLXMERTQA "
+                   "dropped): the language layers from BERT-base, the rest random (with --fromScratch: all random)")
     n.add_argument("--eval-batch-size", dest="eval_batch_size", type=int)
     n.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], help="autocast precision")
     n.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
@@ -135,6 +138,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for flag, name in _SWITCHES.items():
         if getattr(args, flag, None):
             changes[name] = True
+    if getattr(args, "from_bert", False):
+        given = [f for f in ("loadLXMERT", "loadLXMERTQA") if getattr(args, f, None)]
+        if given:
+            raise SystemExit(f"error: --from-bert starts without pretrained LXMERT weights; drop --{given[0]}")
+        changes["load_lxmert"] = changes["load_lxmert_qa"] = ""
     if getattr(args, "full_encoder", False):
         changes["pooled_only"] = False
     if getattr(args, "no_progress", False):

@@ -67,10 +67,13 @@ def require_data(task: type[Task] | str, train: str, valid: str, test: str, root
     groups = download_groups(missing, root)
     more_groups, hints = task.missing_data_hints(missing, root)
     groups += [g for g in more_groups if g not in groups]
+    no_weights = False
     for ckpt in pretrained:
         if ckpt and not any(Path(ckpt + s).is_file() for s in ("", ".pth", "_LXRT.pth")):
             missing.append(Path(ckpt + "_LXRT.pth"))
-            groups.append("pretrained-model")
+            if "pretrained-model" not in groups:
+                groups.append("pretrained-model")
+            no_weights = True
     if not missing:
         return
     shown = "\n".join(f"  {p}" for p in missing)
@@ -78,6 +81,9 @@ def require_data(task: type[Task] | str, train: str, valid: str, test: str, root
     lines = [f"{task.name}: the data this run needs is not there ({len(missing)} missing):", shown]
     if groups:
         lines.append(f"Fetch it with:\n  bash run/download_data.bash {' '.join(groups)}{data_root}")
+    if no_weights:
+        lines.append("Or start without the pretrained LXMERT weights: add --from-bert (the language layers from "
+                     "BERT-base, the rest random; --from-bert --fromScratch: all random); expect a lower score.")
     lines += hints
     lines.append(f"If the data is elsewhere, pass --data-root DIR (now: {root}), the folder holding "
                  f"{task.folder()}/ and the *_imgfeat/ folders. "

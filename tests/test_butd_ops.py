@@ -170,12 +170,18 @@ def test_box_decoding() -> None:
 # ---- selection rules ---------------------------------------------------------------------------------------
 
 
-def brute_per_class(probs: np.ndarray, boxes: np.ndarray, thresh: float, conf: float, lo: int, hi: int) -> list[int]:
-    """The original extraction script's loop (stable ordering for ties)."""
+def brute_max_conf(probs: np.ndarray, boxes: np.ndarray, thresh: float) -> np.ndarray:
+    """Each proposal's best probability over the classes where it survives that class's NMS."""
     max_conf = np.zeros(len(boxes))
     for c in range(probs.shape[1]):
         for i in brute_nms(boxes.tolist(), probs[:, c].tolist(), thresh):
             max_conf[i] = max(max_conf[i], probs[i, c])
+    return max_conf
+
+
+def brute_per_class(probs: np.ndarray, boxes: np.ndarray, thresh: float, conf: float, lo: int, hi: int) -> list[int]:
+    """The original extraction script's loop (stable ordering for ties)."""
+    max_conf = brute_max_conf(probs, boxes, thresh)
     keep = np.where(max_conf >= conf)[0]
     ranked = sorted(range(len(boxes)), key=lambda i: (-max_conf[i], i))
     if len(keep) < lo:
@@ -191,23 +197,33 @@ def make_probs(n: int, classes: int, seed: int, sharp: float) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    ("n", "sharp", "lo", "hi", "case"),
+    ("n", "sharp", "lo", "hi", "above", "case"),
     [
-        (80, 4.0, 36, 36, "many above 0.2: the top 36 by confidence"),
-        (80, 0.5, 36, 36, "none above 0.2: still the top 36"),
-        (20, 4.0, 36, 36, "fewer proposals than 36: all of them"),
-        (80, 2.2, 10, 100, "10-100 within range: proposal order"),
-        (80, 0.5, 10, 100, "10-100 below: top 10"),
+        (80, 4.0, 36, 36, range(37, 81), "many above 0.2: the top 36 by confidence"),
+        (80, 0.5, 36, 36, range(0, 36), "fewer than 36 above 0.2: still the top 36"),
+        (20, 4.0, 36, 36, range(0, 21), "fewer proposals than 36: all of them"),
+        (80, 2.2, 10, 100, range(10, 101), "10-100 within range: proposal order"),
+        (80, 0.5, 10, 100, range(0, 10), "10-100 below: top 10"),
     ],
 )
-def test_per_class_selection_matches_the_original_loop(n: int, sharp: float, lo: int, hi: int, case: str) -> None:
+def test_per_class_selection_matches_the_original_loop(
+    n: int, sharp: float, lo: int, hi: int, above: range, case: str
+) -> None:
     boxes = random_boxes(n, 13)
     probs = make_probs(n, 12, 14, sharp)
     preset = PRESETS["lxmert"].with_options(min_boxes=lo, max_boxes=hi)
     got = select_per_class(probs, preset, boxes).tolist()
     expected = brute_per_class(probs.numpy(), boxes.numpy(), 0.3, 0.2, lo, hi)
     assert got == expected, case
-    assert len(got) == min(n, max(lo, min(len(got), hi)))
+    confident = int((brute_max_conf(probs.numpy(), boxes.numpy(), 0.3) >= 0.2).sum())
+    assert confident in above, case  # the case is the one its name says
+    count = min(n, lo) if confident < lo else min(confident, hi)  # the count rule, from the loop's own numbers
+    assert len(got) == count, case
+    if lo <= confident <= hi:
+        assert got == sorted(got), case  # in range: proposal order
+    else:
+        scores = brute_max_conf(probs.numpy(), boxes.numpy(), 0.3)[got]
+        assert (np.diff(scores) <= 0).all(), case  # out of range: by decreasing confidence
 
 
 def test_per_class_selection_in_range_keeps_proposal_order() -> None:

@@ -248,3 +248,25 @@ def test_page_reports_a_non_image_then_answers(served, demo_run, tmp_path) -> No
     )  # fmt: skip
     status = page.locator("#status").inner_text()
     assert "⚠️" not in status and EASY_VQA_EXAMPLES[0][2] in status, status
+
+
+def test_upload_check_follows_dot_dot_and_symlinks_out_of_the_uploads(tmp_path) -> None:
+    """A client names the file it sent by path: ``uploads/../x`` and a symlink inside the uploads folder that
+    points elsewhere are outside it once resolved, and are refused before any model is loaded."""
+    uploads = tmp_path / "uploads"
+    (uploads / "sub").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(tmp_path / "elsewhere.png")
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(uploads / "shape.png")
+    (uploads / "link.png").symlink_to(tmp_path / "elsewhere.png")
+    service = Service(str(tmp_path / "snap" / "BEST.pth"), allowed=[uploads])
+    refused = [uploads / ".." / "elsewhere.png", uploads / "link.png", uploads / "sub" / ".." / ".." / "elsewhere.png"]
+    for path in refused:
+        for value in (str(path), {"path": str(path)}):
+            answers, picture, status = service.answer(value, "what color?")
+            assert answers == NO_ANSWER and picture is None and "image: not an uploaded file" in status, (path, status)
+        *_, status = service.verify(str(uploads / "shape.png"), str(path), "Both are green.", service.default)
+        assert "right image: not an uploaded file" in status, (path, status)
+    # inside the uploads once resolved: the check lets it through (and the missing model is what is reported)
+    for path in (uploads / "shape.png", uploads / "sub" / ".." / "shape.png"):
+        *_, status = service.answer(str(path), "what color?")
+        assert status.startswith("⚠️") and "not an uploaded file" not in status and "BEST.pth" in status, status

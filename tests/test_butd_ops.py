@@ -114,18 +114,36 @@ def test_multiclass_nms_mask_is_nms_per_class() -> None:
         assert set(torch.nonzero(mask[:, c])[:, 0].tolist()) == expected
 
 
-@pytest.mark.skipif(not HAS_TV, reason="torchvision does not import here")
+@pytest.mark.skipif(not HAS_TV, reason="torchvision does not import here (tests/test_butd_torchvision.py loads it)")
 def test_torchvision_and_plain_versions_agree() -> None:
-    boxes = random_boxes(300, 8, extent=600)
-    scores = torch.rand(300, generator=torch.Generator().manual_seed(9))
-    assert (
-        ops.nms(boxes, scores, 0.7, impl="torch").tolist() == ops.nms(boxes, scores, 0.7, impl="torchvision").tolist()
-    )
+    """The compiled kernels (used whenever torchvision imports) and the plain versions give the same
+    indices and the same pooled values, including the edge cases of :func:`test_roi_pool_matches_brute_force`."""
+    import torchvision
+
+    for seed, extent in ((8, 600.0), (15, 60.0)):  # sparse and crowded boxes
+        boxes = random_boxes(300, seed, extent=extent)
+        scores = torch.rand(300, generator=torch.Generator().manual_seed(seed + 1))
+        groups = torch.randint(0, 5, (300,), generator=torch.Generator().manual_seed(seed + 2))
+        for thresh in (0.3, 0.5, 0.7):
+            plain = ops.nms(boxes, scores, thresh, impl="torch").tolist()
+            assert plain == ops.nms(boxes, scores, thresh, impl="torchvision").tolist()
+            assert plain == torchvision.ops.nms(boxes, scores, thresh).tolist()
+            assert ops.nms(boxes, scores, thresh, max_keep=7, impl="torchvision").tolist() == plain[:7]
+            grouped = ops.batched_nms(boxes, scores, groups, thresh, impl="torch").tolist()
+            assert grouped == ops.batched_nms(boxes, scores, groups, thresh, impl="torchvision").tolist()
+            assert grouped == torchvision.ops.batched_nms(boxes, scores, groups, thresh).tolist()
     feat = torch.randn(2, 16, 38, 50, generator=torch.Generator().manual_seed(10))
-    rois = torch.cat([torch.randint(0, 2, (300, 1)).float(), boxes], 1)
-    plain = ops.roi_pool(feat, rois, 14, 1 / 16, impl="torch")
-    compiled = ops.roi_pool(feat, rois, 14, 1 / 16, impl="torchvision")
-    assert torch.equal(plain, compiled)
+    boxes = random_boxes(300, 8, extent=600)
+    rois = torch.cat([torch.randint(0, 2, (300, 1), generator=torch.Generator().manual_seed(11)).float(), boxes], 1)
+    edge = torch.tensor([[0, 0, 0, 50 * 16 - 1, 38 * 16 - 1], [1, 8, 8, 24, 24], [0, -40, -40, 30, 20],
+                         [1, 700, 500, 900, 700], [0, 100, 100, 100, 100], [0, 1000, 1000, 1100, 1100]])  # fmt: skip
+    rois = torch.cat([rois, edge])
+    for size, scale in ((14, 1 / 16), (7, 1 / 16), (5, 1 / 8)):
+        plain = ops.roi_pool(feat, rois, size, scale, impl="torch")
+        assert torch.equal(plain, ops.roi_pool(feat, rois, size, scale, impl="torchvision"))
+        assert torch.equal(plain, torchvision.ops.roi_pool(feat, rois, size, scale))
+        last = feat.contiguous(memory_format=torch.channels_last)
+        assert torch.equal(plain, ops.roi_pool(last, rois, size, scale, impl="torchvision"))
 
 
 # ---- RoIPool and boxes ---------------------------------------------------------------------------------------

@@ -202,12 +202,12 @@ def test_oracle_counts_only_answers_in_the_table() -> None:
     assert oracle_accuracy(labels, {"dog", "cat"}) == pytest.approx((1.0 + 0.6) / 3)
 
 
+def share_of_yes(predictions, labels) -> float:
+    return sum(p == "yes" for p in predictions.values()) / len(predictions)
+
+
 def test_registering_a_new_metric_and_the_same_one_again() -> None:
     name = "test_share_of_yes"
-
-    def share_of_yes(predictions, labels) -> float:
-        return sum(p == "yes" for p in predictions.values()) / len(predictions)
-
     assert register_metric(name)(share_of_yes) is share_of_yes
     assert register_metric(name)(share_of_yes) is share_of_yes  # the same function again: no error
     assert metric(name) is share_of_yes and metric(name)({1: "yes", 2: "no"}, {}) == 0.5

@@ -3,8 +3,8 @@
 For each module: the tracked files of the repository are copied into ``.mutants/<module>/`` (what a fresh
 clone holds), a ``setup.cfg`` there tells mutmut which files to mutate and which fast tests cover them, and
 ``mutmut run`` tries every mutant with one worker. The score (killed / all) and the surviving mutants are
-printed and written to ``.mutants/<module>.json``. ``--list`` names the modules; ``--show NAME`` prints
-the diff of a surviving mutant (run from the module's folder by mutmut).
+printed and written to ``.mutants/<module>.json``, the survivors' diffs to ``.mutants/<module>.survivors.diff``.
+``--list`` names the modules, their files and tests.
 """
 
 from __future__ import annotations
@@ -34,19 +34,22 @@ MODULES: dict[str, Module] = {
     "metrics": Module(("src/tasks/metrics.py",), ("tests/test_metrics.py", "tests/test_vqa_eval.py")),
     "vqa_eval": Module(("src/tasks/vqa_eval.py",), ("tests/test_vqa_eval.py",)),
     "completeness": Module(
-        ("src/tasks/completeness.py",), ("tests/test_completeness.py", "tests/test_run_safety.py::test_server_split*")
+        ("src/tasks/completeness.py",),
+        ("tests/test_completeness.py", "tests/test_run_safety.py", "-k", "completeness or server_split"),
     ),
     "masking": Module(("src/pretrain/masking.py",), ("tests/test_pretrain_masking.py",)),
     "optim": Module(("src/engine/optim.py",), ("tests/test_optim.py",)),
     "checkpoint": Module(("src/lxrt/checkpoint.py",), ("tests/test_checkpoint.py", "tests/test_bad_files.py")),
     "butd.ops": Module(("src/features/butd/ops.py",), ("tests/test_butd_ops.py", "tests/test_butd_presets.py")),
-    "butd.presets": Module(
-        ("src/features/butd/presets.py",), ("tests/test_butd_presets.py", "tests/test_butd_ops.py")
+    "butd.presets": Module(("src/features/butd/presets.py",), ("tests/test_butd_presets.py", "tests/test_butd_ops.py")),
+    "butd.pipeline": Module(
+        ("src/features/butd/pipeline.py",),
+        ("tests/test_butd_ops.py", "tests/test_butd_presets.py", "tests/test_butd_reference.py", "-m", "not slow"),
     ),
-    "butd": Module(
-        ("src/features/butd/*.py",),
-        ("tests/test_butd_ops.py", "tests/test_butd_presets.py", "tests/test_butd_weights.py",
-         "tests/test_butd_reference.py", "tests/test_butd_extract.py", "-m", "not slow"),
+    "butd.weights": Module(("src/features/butd/weights.py",), ("tests/test_butd_weights.py",)),
+    "butd.rest": Module(
+        ("src/features/butd/model.py", "src/features/butd/extractor.py", "src/features/butd/labels.py"),
+        ("tests/test_butd_reference.py", "tests/test_butd_extract.py", "tests/test_butd_weights.py", "-m", "not slow"),
     ),  # fmt: skip
     "store": Module(("src/features/store.py", "src/features/store/*.py"), ("tests/test_store.py",)),
     "ask": Module(("src/ask/*.py",), ("tests/test_ask.py", "tests/test_serve.py", "-k", "not page")),
@@ -116,6 +119,8 @@ def run_module(name: str, mutmut: list[str]) -> dict:
         "exit_code": proc.returncode,
     }
     (WORK / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    diffs = [subprocess.run([*mutmut, "show", m], cwd=folder, capture_output=True, text=True).stdout for m in survivors]
+    (WORK / f"{name}.survivors.diff").write_text("".join(diffs), encoding="utf-8")
     if proc.returncode != 0 or not checked:
         print(proc.stdout[-4000:], file=sys.stderr)
     return report
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown module {', '.join(unknown)}; choose from {', '.join(MODULES)}")
     mutmut = [sys.executable, "-m", "mutmut"]
     worst = 0
-    for name in args.modules or [m for m in MODULES if m not in ("butd.ops", "butd.presets")]:
+    for name in args.modules or list(MODULES):
         r = run_module(name, mutmut)
         print(f"{name}: {r['killed']}/{r['mutants']} killed ({r['score']} %) in {r['seconds']} s; "
               f"survivors: {' '.join(r['survivors']) or 'none'}")  # fmt: skip

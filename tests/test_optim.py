@@ -160,3 +160,35 @@ def test_clip_grad_norm_off_and_on():
     norm = clip_grad_norm(model, 1.0)
     assert float(norm) == pytest.approx(5.0)
     torch.testing.assert_close(model.weight.grad, torch.tensor([[0.6, 0.8]]), atol=1e-6, rtol=1e-5)
+
+
+def test_defaults_and_the_edges_of_the_schedule_settings():
+    p = nn.Parameter(torch.ones(2))
+    group = BertAdam([p], lr=0.1, t_total=10).param_groups[0]
+    settings = (group["warmup"], group["weight_decay"], group["b1"], group["b2"], group["eps"])
+    assert settings == (0.1, 0.01, 0.9, 0.999, 1e-6)
+    assert build_optimizer(nn.Linear(2, 2), "bert", lr=0.1, t_total=10, warmup=0.1)[0].defaults["weight_decay"] == 0.01
+    opt, _ = build_optimizer(nn.Linear(2, 2), "adamw", lr=0.1, t_total=10, warmup=0.1, weight_decay=0.05)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+    BertAdam([p], lr=0.1, warmup=1.0, t_total=0)  # no schedule (t_total <= 0): any warm-up is accepted
+    with pytest.raises(ValueError, match="warmup must be in"):
+        BertAdam([p], lr=0.1, warmup=1.0, t_total=1)
+    for t_total, expected in ((0, 0.1), (-1, 0.1), (1, 0.0)):  # t_total 0: constant; 1: scheduled (0 at step 0)
+        opt = BertAdam([nn.Parameter(torch.ones(1))], lr=0.1, warmup=0.5, t_total=t_total)
+        assert current_lr(opt) == expected, t_total
+
+
+def test_no_decay_on_any_bias_or_layernorm_parameter_whatever_its_shape():
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = nn.Linear(2, 2, bias=False)  # decayed
+            self.LayerNorm = nn.Linear(2, 2, bias=False)  # a 2-D weight under a LayerNorm name: not decayed
+            self.bias = nn.Parameter(torch.ones(2, 2))  # a 2-D bias: not decayed
+            self.scale = nn.Parameter(torch.ones(2))  # 1-D: not decayed
+
+    block = Block()
+    opt, _ = build_optimizer(nn.Sequential(block), "adamw", lr=0.1, t_total=10, warmup=0.1)
+    decay, no_decay = opt.param_groups
+    assert [id(p) for p in decay["params"]] == [id(block.dense.weight)]
+    assert {id(p) for p in no_decay["params"]} == {id(block.LayerNorm.weight), id(block.bias), id(block.scale)}

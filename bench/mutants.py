@@ -32,14 +32,17 @@ class Module:
 
 MODULES: dict[str, Module] = {
     "metrics": Module(("src/tasks/metrics.py",), ("tests/test_metrics.py", "tests/test_vqa_eval.py")),
-    "vqa_eval": Module(("src/tasks/vqa_eval.py",), ("tests/test_vqa_eval.py",)),
+    "vqa_eval": Module(("src/tasks/vqa_eval.py",), ("tests/test_vqa_eval.py", "tests/test_vqa_eval_inputs.py")),
     "completeness": Module(
         ("src/tasks/completeness.py",),
         ("tests/test_completeness.py", "tests/test_run_safety.py", "-k", "completeness or server_split"),
     ),
     "masking": Module(("src/pretrain/masking.py",), ("tests/test_pretrain_masking.py",)),
     "optim": Module(("src/engine/optim.py",), ("tests/test_optim.py",)),
-    "checkpoint": Module(("src/lxrt/checkpoint.py",), ("tests/test_checkpoint.py", "tests/test_bad_files.py")),
+    "checkpoint": Module(
+        ("src/lxrt/checkpoint.py",),
+        ("tests/test_checkpoint.py", "tests/test_checkpoint_details.py", "tests/test_bad_files.py"),
+    ),
     "butd.ops": Module(("src/features/butd/ops.py",), ("tests/test_butd_ops.py", "tests/test_butd_presets.py")),
     "butd.presets": Module(("src/features/butd/presets.py",), ("tests/test_butd_presets.py", "tests/test_butd_ops.py")),
     "butd.pipeline": Module(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -183,8 +184,10 @@ def test_nlvr2_labels_may_be_the_strings_true_and_false() -> None:
 def test_metric_errors_say_what_is_wrong() -> None:
     with pytest.raises(ValueError, match="^no predictions to score$"):
         soft_score_accuracy({}, {1: {"yes": 1.0}})
-    with pytest.raises(KeyError, match=r"unknown metric 'bleu'; known: (\w+, )+\w+.$"):
+    with pytest.raises(KeyError) as err:
         metric("bleu")
+    known = str(err.value).strip("\"").split("; known: ")[1].split(", ")
+    assert "exact_match" in known and "soft_score" in known and all(metric(name) for name in known)
     with pytest.raises(ValueError, match="^no labels$"):
         oracle_accuracy({})
     with pytest.raises(ValueError, match="^no human answers to score against$"):
@@ -207,11 +210,11 @@ def share_of_yes(predictions, labels) -> float:
 
 
 def test_registering_a_new_metric_and_the_same_one_again() -> None:
-    name = "test_share_of_yes"
+    name = f"test_share_of_yes_{uuid.uuid4().hex}"  # new in every run, also in a process that ran it before
     assert register_metric(name)(share_of_yes) is share_of_yes
     assert register_metric(name)(share_of_yes) is share_of_yes  # the same function again: no error
     assert metric(name) is share_of_yes and metric(name)({1: "yes", 2: "no"}, {}) == 0.5
-    with pytest.raises(ValueError, match=f"metric '{name}' is already registered"):
+    with pytest.raises(ValueError, match=f"^metric '{name}' is already registered$"):
         register_metric(name)(lambda p, labels: 0.0)
 
 

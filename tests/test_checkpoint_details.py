@@ -127,3 +127,73 @@ def test_unreadable_files_are_named(tmp_path: Path) -> None:
     cut.write_bytes(listed.read_bytes()[:-30])
     with pytest.raises(CheckpointError, match=r"cut.pth is a truncated zip archive \(an interrupted download\?\)"):
         read_state_dict(cut)
+
+
+def test_tied_tensors_in_safetensors_files(tmp_path: Path) -> None:
+    """Tensors sharing storage are stored once and restored under every name (several pairs); a safetensors
+    file written elsewhere, without the metadata, reads as it is."""
+    from safetensors.torch import save_file
+
+    shared, other = torch.arange(4.0), torch.ones(2)
+    state = {"a": shared, "b": shared, "c": shared, "d": other, "e": other}
+    read = read_state_dict(save_state_dict(state, tmp_path / "tied.safetensors"))
+    assert sorted(read) == ["a", "b", "c", "d", "e"]
+    assert all(torch.equal(read[k], shared) for k in "abc") and torch.equal(read["e"], other)
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    assert list(read_state_dict(tmp_path / "plain.safetensors")) == ["x"]
+    (tmp_path / "page.safetensors").write_text("<!DOCTYPE html><html><body>Sign in</body></html>")
+    with pytest.raises(CheckpointError, match=r"page.safetensors is .*, not a safetensors file"):
+        read_state_dict(tmp_path / "page.safetensors")
+
+
+def test_encoder_loading_is_strict_and_names_the_file(tmp_path: Path) -> None:
+    from lxrt import LXRTConfig, LXRTModel, load_encoder
+
+    encoder = LXRTModel(LXRTConfig.tiny())
+    state = {"bert." + k: v for k, v in encoder.state_dict().items() if "pooler" not in k}
+    path = save_state_dict(state, tmp_path / "model_LXRT.pth")
+    with pytest.raises(CheckpointError) as err:
+        load_encoder(LXRTModel(LXRTConfig.tiny()), tmp_path / "model")
+    assert str(err.value).startswith(f"{path} does not match the model (strict load):\nloaded ")
+    assert "pooler.dense.weight" in str(err.value)
+    report = load_encoder(LXRTModel(LXRTConfig.tiny()), tmp_path / "model", strict=False)
+    assert report.source == str(path) and report.missing == ["pooler.dense.bias", "pooler.dense.weight"]
+    save_state_dict({"cls.x": torch.ones(1)}, path)
+    with pytest.raises(CheckpointError, match=rf"^{path}: no encoder weights found"):
+        load_encoder(encoder, tmp_path / "model")
+    with pytest.raises(CheckpointError, match="^<state dict>: no encoder weights found"):
+        encoder_state({"cls.x": torch.ones(1)})
+
+
+def test_torch_load_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lxrt.checkpoint import torch_load
+
+    with pytest.raises(CheckpointError) as err:
+        torch_load(tmp_path / "w.bin", expected="the detector's weights")
+    assert str(err.value) == f"The detector's weights was expected at {tmp_path / 'w.bin'}: no such file"
+    with pytest.raises(CheckpointError) as err:
+        torch_load(tmp_path / "w.bin")
+    assert str(err.value) == f"A PyTorch checkpoint was expected at {tmp_path / 'w.bin'}: no such file"
+    (tmp_path / "page.bin").write_text("<!DOCTYPE html><html><body>Sign in</body></html>")
+    with pytest.raises(CheckpointError, match=r"page.bin is .*, not the detector's weights"):
+        torch_load(tmp_path / "page.bin", expected="the detector's weights")
+    good = save_state_dict({"w": torch.ones(1)}, tmp_path / "good.pth")
+
+    def failing(error: Exception):
+        def load(*args, **kwargs):
+            raise error
+
+        return load
+
+    import pickle
+
+    monkeypatch.setattr(torch, "load", failing(pickle.UnpicklingError("Weights only load failed")))
+    with pytest.raises(CheckpointError) as err:
+        torch_load(good)
+    assert str(err.value).startswith(f"{good} holds Python objects other than tensors and plain data; refused,")
+    for error, tail in ((RuntimeError("first line\nsecond line"), ": first line"), (EOFError(), ": EOFError")):
+        monkeypatch.setattr(torch, "load", failing(error))
+        with pytest.raises(CheckpointError) as err:
+            torch_load(good)
+        assert str(err.value).startswith(f"{good} is not a readable PyTorch checkpoint (it looks like ")
+        assert "; truncated or corrupt download?)" in str(err.value) and str(err.value).endswith(tail)

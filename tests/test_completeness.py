@@ -139,3 +139,42 @@ def test_allow_missing_warns_and_the_submission_holds_what_it_can(tmp_path: Path
         note_incomplete("vqa", vqa_test(split="minival"), tmp_path / "minival_predict.json")
         note_incomplete("vqa", vqa_test(missing=0), tmp_path / "test_predict.json")
     assert caplog.records == []
+
+
+def test_exactly_ten_ids_are_named_whole_and_both_missing_images() -> None:
+    with pytest.raises(IncompleteSubmissionError) as err:
+        check_server_split("vqa", vqa_test(kept=1, missing=10), allow_missing=False)
+    assert "109 (image gone9). The evaluation" in str(err.value) and "more)" not in str(err.value)
+    rec = {"identifier": "test1-0-1-0", "img0": "a0", "img1": "a1"}
+    ds = Dataset(["test"], [], [rec], Features(set(), [Path("t.tsv")]), id_key="identifier",
+                 image_keys=("img0", "img1"), name="test")  # fmt: skip
+    with pytest.raises(IncompleteSubmissionError, match=r"'test1-0-1-0' \(image a0 \+ a1\)\."):
+        check_server_split("nlvr2", ds, allow_missing=False)
+
+
+class Bare:
+    """A dataset of one split without the optional ``split_of`` and ``dropped`` attributes."""
+
+    splits = ["test"]
+    name = "test"
+    id_key = "question_id"
+    image_keys = ("img_id",)
+    data = [{"question_id": 1, "img_id": "i1"}]
+    features = Features({"i1"}, [Path("f.tsv")])
+
+
+def test_optional_attributes_and_a_server_split_after_another(tmp_path: Path, caplog) -> None:
+    check_server_split("vqa", Bare(), allow_missing=False)  # nothing dropped, no split map: complete
+    note_incomplete("vqa", Bare(), tmp_path / "test_predict.json")
+    assert submission_ids(Bare(), allow_missing=False) == [1]
+    ds = vqa_test()
+    ds.splits = ["minival", "test"]  # the server split comes second
+    with pytest.raises(IncompleteSubmissionError, match="vqa test: 2 of 5"):
+        check_server_split("vqa", ds, allow_missing=False)
+    ds.split_of = {100: "minival", 101: "test"}  # one of the two dropped records belongs to minival
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        note_incomplete("vqa", ds, tmp_path / "test_predict.json")
+    assert [r.getMessage().split(" (no image")[0] for r in caplog.records] == [
+        f"{tmp_path / 'test_predict.json'} LACKS 1 of 4 questions"
+    ]

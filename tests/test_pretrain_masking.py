@@ -346,15 +346,15 @@ def test_rates_zero_and_one_and_out_of_range():
 def test_word_masking_draws_in_a_fixed_order():
     """One uniform draw per token, then one replacement per token from [0, vocab): the same seed gives the
     same corruption as this restatement."""
-    tokens = list(range(40, 90))
-    out, labels = mask_words(tokens, np.random.default_rng(5), 0.3, vocab_size=7, mask_id=3)
+    tokens = list(range(40, 540))
+    out, labels = mask_words(tokens, np.random.default_rng(5), 0.9, vocab_size=7, mask_id=3)
     rng = np.random.default_rng(5)
-    u, repl = rng.random(50), rng.integers(0, 7, size=50)
+    u, repl = rng.random(500), rng.integers(0, 7, size=500)
     for tok, ui, r, o, lab in zip(tokens, u, repl, out, labels):
-        if ui >= 0.3:
+        if ui >= 0.9:
             assert (o, lab) == (tok, IGNORE)
         else:
-            assert lab == tok and o == (3 if ui / 0.3 < 0.8 else r if ui / 0.3 < 0.9 else tok)
+            assert lab == tok and o == (3 if ui / 0.9 < 0.8 else r if ui / 0.9 < 0.9 else tok)
     assert 0 in repl  # a replacement can be id 0, like any other
 
 

@@ -208,3 +208,33 @@ def test_help_documents_every_option() -> None:
         i = argv.index(missing)
         with pytest.raises(SystemExit):
             build_parser().parse_args(argv[:i] + argv[i + 2 :])
+
+
+def test_command_passes_its_settings_on(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--ndigits reaches the scores, the error names the prediction file, only the scored questions must be in
+    the question file, the JSON is indented, and stdout is the report then the path."""
+    preds = tmp_path / "p.json"
+    preds.write_text(json.dumps([{"question_id": 1, "answer": "red"}, {"question_id": 2, "answer": "x"},
+                                 {"question_id": 3, "answer": "x"}]))  # fmt: skip
+    args = [*_files(tmp_path), "--predictions", str(preds)]
+    assert main([*args, "--ndigits", "1"]) == 0
+    written = (tmp_path / "p_vqa_eval.json").read_text()
+    accuracy = json.loads(written)
+    assert accuracy["overall"] == 33.3 and written == json.dumps(accuracy, indent=2) + "\n"
+    assert capsys.readouterr().out == report_text(accuracy) + f"wrote {tmp_path / 'p_vqa_eval.json'}\n"
+    preds.write_text(json.dumps([{"question_id": 1, "answer": "red"}]))
+    assert main(args) == 1
+    assert capsys.readouterr().err.startswith(f"error: {preds}: 2 of 3 questions have no prediction (first: 2, 3);")
+    (tmp_path / "ids.json").write_text("[1]")
+    args = [*_files(tmp_path, questions=[1]), "--predictions", str(preds), "--question-ids", str(tmp_path / "ids.json")]
+    assert main(args) == 0  # questions 2 and 3 are not scored: they need not be in the question file
+    parsed = build_parser().parse_args(["--annotations", "a", "--questions", "q", "--predictions", "p",
+                                        "--question-ids", "i.json", "--out", "o.json"])  # fmt: skip
+    assert parsed.question_ids == Path("i.json") and parsed.out == Path("o.json")
+
+
+def test_five_ids_are_shown_whole_and_the_default_source() -> None:
+    anns = [ann(i, ["red"] * 10) for i in range(1, 7)]
+    with pytest.raises(VQAEvalError) as err:
+        evaluate(anns, {6: "red"}, question_ids=[1, 2, 3, 4, 5, 6])
+    assert str(err.value) == "predictions: 5 of 6 questions have no prediction (first: 1, 2, 3, 4, 5)"

@@ -282,3 +282,56 @@ def test_resize_rules() -> None:
     assert resized_size(480, 640, hf)[:2] == (800, 1067)
     assert resized_size(500, 1500, hf)[:2] == (444, 1333)
     assert resized_size(512, 512, hf)[:2] == (800, 800)
+
+
+# ---- edges found by mutation testing ------------------------------------------------------------------------
+
+
+def test_nms_edges_on_both_paths() -> None:
+    """Boxes apart in one direction have no overlap at any threshold; one box is kept; an empty input gives an
+    empty int64 index; the IoU boundary holds on the accelerator path (run here on the CPU) too."""
+    apart = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 20.0, 10.0, 30.0], [20.0, 0.0, 30.0, 10.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    assert ops.nms(apart, scores, 0.001, impl="torch").tolist() == [0, 1, 2]
+    assert ops.nms(apart[:1], scores[:1], 0.5, impl="torch").tolist() == [0]
+    empty = ops.nms(apart[:0], scores[:0], 0.5, impl="torch")
+    assert empty.dtype == torch.int64 and empty.shape == (0,)
+    half = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0]])  # IoU exactly 0.5
+    assert ops._nms_fixed_point(half, 0.5).tolist() == [True, True]
+    assert ops._nms_fixed_point(half, 0.49).tolist() == [True, False]
+    kept = ops.nms(apart, scores, 0.5, impl="torch")
+    assert kept.dtype == torch.int64
+
+
+def test_batched_nms_groups_never_touch() -> None:
+    """Identical boxes in different groups survive even at a tiny threshold, with negative coordinates too; a
+    single box and no box are handled."""
+    for box in ([0.0, 0.0, 10.0, 10.0], [-10.0, -10.0, 0.0, 0.0], [-30.0, 5.0, -2.0, 9.0]):
+        boxes = torch.tensor([box, box, box])
+        kept = ops.batched_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 1, 1]), 0.001, impl="torch")
+        assert kept.tolist() == [0, 1], box
+    one = ops.batched_nms(torch.tensor([[1.0, 1.0, 5.0, 5.0]]), torch.tensor([0.3]), torch.tensor([4]), 0.5)
+    assert one.tolist() == [0]
+    none = ops.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
+    assert none.tolist() == [] and none.dtype == torch.int64
+
+
+def test_clip_and_decode_every_coordinate() -> None:
+    clipped = ops.clip_boxes(torch.tensor([[-5.0, 3.0, 700.0, 100.0], [10.0, -3.0, 20.0, 500.0]]), 480, 640)
+    assert clipped.tolist() == [[0.0, 3.0, 640.0, 100.0], [10.0, 0.0, 20.0, 480.0]]
+    gen = torch.Generator().manual_seed(3)
+    boxes = torch.rand(6, 2, generator=gen) * 50
+    boxes = torch.cat([boxes, boxes + 5 + torch.rand(6, 2, generator=gen) * 30], 1)
+    deltas = torch.randn(6, 5 * 4, generator=gen)
+    weights = (10.0, 10.0, 5.0, 5.0)
+    got = ops.decode_boxes(deltas, boxes, weights)
+    for r in range(6):
+        x1, y1, x2, y2 = boxes[r].tolist()
+        w, h = x2 - x1, y2 - y1
+        for k in range(5):
+            dx, dy, dw, dh = (deltas[r, 4 * k + i].item() / weights[i] for i in range(4))
+            dw, dh = min(dw, math.log(1000 / 16)), min(dh, math.log(1000 / 16))
+            cx, cy = x1 + 0.5 * w + dx * w, y1 + 0.5 * h + dy * h
+            pw, ph = math.exp(dw) * w, math.exp(dh) * h
+            expected = [cx - pw / 2, cy - ph / 2, cx + pw / 2, cy + ph / 2]
+            assert got[r, 4 * k : 4 * k + 4].tolist() == pytest.approx(expected, rel=1e-5, abs=1e-4), (r, k)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from features.butd import ops
 from features.butd.pipeline import select_per_class
-from features.butd.presets import PRESETS, preprocess, resized_size
+from features.butd.presets import PRESETS, get_preset, preprocess, resized_size
 
 BLUE_MEAN, GREEN_MEAN, RED_MEAN = 102.9801, 115.9465, 122.7717  # the Caffe means, B G R
 
@@ -77,7 +78,7 @@ def test_channel_order_and_means_of_each_preset() -> None:
     assert hf == pytest.approx([200 - BLUE_MEAN, 100 - GREEN_MEAN, 50 - RED_MEAN], abs=1e-4)
 
 
-@pytest.mark.parametrize("size", [(333, 500), (400, 403), (427, 640), (300, 1200), (1000, 120)])
+@pytest.mark.parametrize("size", [(333, 500), (400, 403), (427, 640), (640, 427), (300, 1200), (1000, 120)])
 def test_lxmert_blob_is_the_cv2_resize_of_the_original(size: tuple[int, int]) -> None:
     """The original's blob: BGR float32 minus the means, then ``cv2.resize(None, fx=s, fy=s, INTER_LINEAR)``
     (which samples at (x + 0.5) / s - 0.5; sampling at the size ratio instead moves pixels by up to 0.3)."""
@@ -115,3 +116,51 @@ def test_per_class_nms_keeps_a_box_at_exactly_the_threshold() -> None:
     closer[1, 2] = 3.01
     assert ops.multiclass_nms_mask(closer, probs, 0.3)[:, 0].tolist() == [True, False, True]
     assert select_per_class(probs, preset, closer).tolist() == [0]
+
+
+def test_preset_lookup_options_and_their_checks() -> None:
+    assert get_preset("lxmert") is PRESETS["lxmert"] and get_preset("hf-demo") is PRESETS["hf-demo"]
+    with pytest.raises(ValueError) as err:
+        get_preset("caffe")
+    assert str(err.value) == "unknown detector preset 'caffe'; choose one of lxmert, hf-demo"
+    lx = PRESETS["lxmert"]
+    assert lx.with_options(short_side=1, max_side=1).short_side == 1  # the smallest sizes allowed
+    assert lx.with_options(min_boxes=1, max_boxes=1, short_side=None).short_side == 600  # None: unchanged
+    for bad, message in (
+        (dict(min_boxes=0), "need 1 <= min_boxes <= max_boxes, got 0 and 36"),
+        (dict(min_boxes=40), "need 1 <= min_boxes <= max_boxes, got 40 and 36"),
+        (dict(short_side=0), "need 1 <= short_side <= max_side, got 0 and 1000"),
+        (dict(short_side=700, max_side=600), "need 1 <= short_side <= max_side, got 700 and 600"),
+    ):
+        with pytest.raises(ValueError) as err:
+            lx.with_options(**bad)
+        assert str(err.value) == message
+
+
+def test_scales_and_sizes_of_both_rules() -> None:
+    assert resized_size(599, 998, PRESETS["lxmert"])[2] == 600 / 599  # rounds to 1000, not above: uncapped
+    assert resized_size(300, 1200, PRESETS["lxmert"])[2] == 1000 / 1200
+    h, w, scale = resized_size(500, 1500, PRESETS["hf-demo"])
+    assert (h, w) == (444, 1333) and scale == pytest.approx(800 / 500 * 1333 / 2400)
+    rgb = random_image(150, 200, seed=9)
+    prepared = preprocess(Image.fromarray(rgb), PRESETS["hf-demo"])
+    assert (prepared.height, prepared.width, prepared.net_size) == (150, 200, (800, 1067))
+    assert prepared.scale_y == float(np.float32(150) / np.float32(800))
+    assert prepared.scale_x == float(np.float32(200) / np.float32(1067))
+    assert prepared.resize_scale == 800 / 150
+    # the HF port's resize: F.interpolate to the new size, half-pixel centres (align_corners=False)
+    x = torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1)[None]
+    expected = F.interpolate(x, size=(800, 1067), mode="bilinear", align_corners=False)[0]
+    means = torch.tensor([BLUE_MEAN, GREEN_MEAN, RED_MEAN]).reshape(3, 1, 1)
+    torch.testing.assert_close(prepared.pixels, expected - means, rtol=0, atol=1e-4)
+    lx = preprocess(Image.fromarray(rgb), PRESETS["lxmert"])
+    assert (lx.height, lx.width) == (150, 200)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK"])
+def test_any_image_mode_is_prepared_as_its_rgb_version(mode: str) -> None:
+    image = Image.fromarray(random_image(60, 80, seed=2)).convert(mode)
+    for preset in PRESETS.values():
+        got = preprocess(image, preset)
+        expected = preprocess(image.convert("RGB"), preset)
+        assert torch.equal(got.pixels, expected.pixels) and got.pixels.shape[0] == 3

@@ -178,3 +178,19 @@ def test_optional_attributes_and_a_server_split_after_another(tmp_path: Path, ca
     assert [r.getMessage().split(" (no image")[0] for r in caplog.records] == [
         f"{tmp_path / 'test_predict.json'} LACKS 1 of 4 questions"
     ]
+
+
+def test_dropped_records_without_a_split_map_and_a_second_server_split(tmp_path: Path, caplog) -> None:
+    class NoSplitMap(Bare):
+        dropped = [{"question_id": 7, "img_id": "gone"}]
+
+    with pytest.raises(IncompleteSubmissionError, match=r"vqa test: 1 of 2 question_ids .*: 7 \(image gone\)\."):
+        check_server_split("vqa", NoSplitMap(), allow_missing=False)
+    with caplog.at_level(logging.WARNING):
+        note_incomplete("vqa", NoSplitMap(), tmp_path / "test_predict.json")
+    assert "LACKS 1 of 2 questions" in caplog.records[0].getMessage()
+    rec = {"identifier": "h-1-0-0", "img0": "a0", "img1": "a1"}
+    ds = Dataset(["test", "hidden"], [], [rec], Features(set(), [Path("h.tsv")]), id_key="identifier",
+                 image_keys=("img0", "img1"), split_of={"h-1-0-0": "hidden"})  # fmt: skip
+    with pytest.raises(IncompleteSubmissionError, match=r"^nlvr2 hidden: 1 of 1 identifiers"):  # test is complete
+        check_server_split("nlvr2", ds, allow_missing=False)

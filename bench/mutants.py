@@ -94,6 +94,7 @@ def results(folder: Path, mutmut: list[str]) -> dict[str, str]:
 
 def run_module(name: str, mutmut: list[str]) -> dict:
     module = MODULES[name]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     folder = prepare(name, module)
     start = time.perf_counter()
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -107,7 +108,6 @@ def run_module(name: str, mutmut: list[str]) -> dict:
     checked = sum(v for k, v in counts.items() if k not in ("not checked", "skipped"))
     killed = counts.get("killed", 0) + counts.get("timeout", 0) + counts.get("segfault", 0)
     survivors = sorted(k for k, v in status.items() if v in ("survived", "no tests", "suspicious"))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     report = {
         "module": name,
         "files": list(module.files),

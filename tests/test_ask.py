@@ -307,8 +307,15 @@ def test_snapshots_that_do_not_fit_are_clear_errors(vqa_snapshot, photo, tmp_pat
 
 
 def test_nlvr2_snapshot_judges_a_pair(photo, tmp_path, capsys) -> None:
+    """NLVR2's class 1 is "true" (the original's labels): a head biased to class 1 judges the pair true, and
+    the same head biased to class 0 false, through ``verify`` and the command line."""
     feat_dim = GridObjectExtractor(**EXTRACTOR_OPTIONS).feat_dim
-    path = _save(NLVR2Model(_tiny(feat_dim)), tmp_path / "nlvr2_run")
+    model = NLVR2Model(_tiny(feat_dim))
+    path = _save(model, tmp_path / "nlvr2_run")
+    with torch.no_grad():
+        model.logit_fc[3].weight.mul_(0.2)  # the inputs still matter, a little
+        model.logit_fc[3].bias.copy_(torch.tensor([-1.5, 1.5]))
+    save_state_dict(model.state_dict(), path)
     opts = dict(extractor="grid+object", extractor_options=EXTRACTOR_OPTIONS, data_root=REPO_DATA)
     asker = Asker.from_checkpoint(path, **opts)
     assert asker.task == "nlvr2"
@@ -316,7 +323,7 @@ def test_nlvr2_snapshot_judges_a_pair(photo, tmp_path, capsys) -> None:
     result = asker.verify(photo, other, "The left image has more colours.")
     again = asker.verify(photo, other, "The left image has more colours.")
     swapped = asker.verify(other, photo, "The left image has more colours.")
-    assert 0 < result.prob_true < 1 and result.prob_true == again.prob_true
+    assert 0.8 < result.prob_true < 1 and result.prob_true == again.prob_true
     assert result.prob_true != swapped.prob_true  # the order of the pair matters
     for side in (result.left, result.right):
         assert abs(side.importance.sum() - 1) < 1e-5
@@ -334,12 +341,19 @@ def test_nlvr2_snapshot_judges_a_pair(photo, tmp_path, capsys) -> None:
             "--data-root", str(REPO_DATA)]  # fmt: skip
     assert ask_main(argv) == 0
     printed = capsys.readouterr().out.splitlines()
-    verdict = "true" if result.prob_true >= 0.5 else "false"
-    assert printed[0] == f"model: {path} (nlvr2)" and printed[2] == f"  {verdict}  (P(true) = {result.prob_true:.3f})"
+    assert printed[0] == f"model: {path} (nlvr2)" and printed[2] == f"  true  (P(true) = {result.prob_true:.3f})"
     assert (
         printed[-1] == f"picture: {tmp_path / 'nlvr2_run' / 'ask' / 'left-right-the-left-image-has-more-colours.png'}"
     )
     assert ask_main(argv[1:]) == 2 and "takes LEFT RIGHT" in capsys.readouterr().err
+
+    with torch.no_grad():
+        model.logit_fc[3].bias.copy_(torch.tensor([1.5, -1.5]))
+    false_path = save_state_dict(model.state_dict(), tmp_path / "nlvr2_false" / "BEST.pth")
+    judged = Asker.from_checkpoint(false_path, **opts).verify(photo, other, "The left image has more colours.")
+    assert 0 < judged.prob_true < 0.2
+    assert ask_main([*argv[:4], str(false_path), *argv[5:]]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == f"  false  (P(true) = {judged.prob_true:.3f})"
 
 
 # ---- drawing

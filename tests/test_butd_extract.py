@@ -52,14 +52,32 @@ def check_regions(regions, image: Image.Image, dim: int, count: int) -> None:
     assert ((regions.attrs_conf > 0) & (regions.attrs_conf <= 1)).all()
 
 
+def check_labels_follow_features(regions, extractor, preset: str) -> None:
+    """Each region's object and attribute ids and confidences are those its own feature vector predicts:
+    background (the last class) and "no attribute" (the last attribute) excluded, attributes softmaxed over
+    all 401 logits (lxmert) or over the 400 attributes (hf-demo)."""
+    with torch.inference_mode():
+        cls_logits, attr_logits, _ = extractor.model.roi_heads.box_predictor(torch.from_numpy(regions.features))
+    probs = torch.softmax(cls_logits, -1)[:, :-1]
+    attrs = torch.softmax(attr_logits, -1)[:, :-1] if preset == "lxmert" else torch.softmax(attr_logits[:, :-1], -1)
+    np.testing.assert_array_equal(regions.objects_id, probs.argmax(1).numpy())
+    np.testing.assert_allclose(regions.objects_conf, probs.max(1).values.numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(regions.attrs_id, attrs.argmax(1).numpy())
+    np.testing.assert_allclose(regions.attrs_conf, attrs.max(1).values.numpy(), rtol=1e-5)
+
+
 @pytest.mark.parametrize("preset", ["lxmert", "hf-demo"])
 def test_small_detector_on_photos_is_sane_and_deterministic(small_weights: dict, preset: str) -> None:
+    """Sane, deterministic, batched like alone, and labelled by the regions' own features. (The regions
+    themselves are checked against an independent reference of the original extraction in
+    test_butd_reference.py.)"""
     images = [photo("astronaut"), photo("coffee"), photo("astronaut")]
     first = small_extractor(small_weights, preset)
     batched = first.batch(images)  # the two astronauts share a forward pass
     again = small_extractor(small_weights, preset).batch(images)
     for image, regions, repeat in zip(images, batched, again):
         check_regions(regions, image, SMALL.feat_dim, 36)
+        check_labels_follow_features(regions, first, preset)
         for name in ("boxes", "features", "objects_id", "objects_conf", "attrs_id", "attrs_conf"):
             np.testing.assert_array_equal(getattr(repeat, name), getattr(regions, name))  # deterministic
     alone = first(images[0])  # one image alone: the same up to float rounding of the batched convolutions

@@ -114,18 +114,36 @@ def test_multiclass_nms_mask_is_nms_per_class() -> None:
         assert set(torch.nonzero(mask[:, c])[:, 0].tolist()) == expected
 
 
-@pytest.mark.skipif(not HAS_TV, reason="torchvision does not import here")
+@pytest.mark.skipif(not HAS_TV, reason="torchvision does not import here (tests/test_butd_torchvision.py loads it)")
 def test_torchvision_and_plain_versions_agree() -> None:
-    boxes = random_boxes(300, 8, extent=600)
-    scores = torch.rand(300, generator=torch.Generator().manual_seed(9))
-    assert (
-        ops.nms(boxes, scores, 0.7, impl="torch").tolist() == ops.nms(boxes, scores, 0.7, impl="torchvision").tolist()
-    )
+    """The compiled kernels (used whenever torchvision imports) and the plain versions give the same
+    indices and the same pooled values, including the edge cases of :func:`test_roi_pool_matches_brute_force`."""
+    import torchvision
+
+    for seed, extent in ((8, 600.0), (15, 60.0)):  # sparse and crowded boxes
+        boxes = random_boxes(300, seed, extent=extent)
+        scores = torch.rand(300, generator=torch.Generator().manual_seed(seed + 1))
+        groups = torch.randint(0, 5, (300,), generator=torch.Generator().manual_seed(seed + 2))
+        for thresh in (0.3, 0.5, 0.7):
+            plain = ops.nms(boxes, scores, thresh, impl="torch").tolist()
+            assert plain == ops.nms(boxes, scores, thresh, impl="torchvision").tolist()
+            assert plain == torchvision.ops.nms(boxes, scores, thresh).tolist()
+            assert ops.nms(boxes, scores, thresh, max_keep=7, impl="torchvision").tolist() == plain[:7]
+            grouped = ops.batched_nms(boxes, scores, groups, thresh, impl="torch").tolist()
+            assert grouped == ops.batched_nms(boxes, scores, groups, thresh, impl="torchvision").tolist()
+            assert grouped == torchvision.ops.batched_nms(boxes, scores, groups, thresh).tolist()
     feat = torch.randn(2, 16, 38, 50, generator=torch.Generator().manual_seed(10))
-    rois = torch.cat([torch.randint(0, 2, (300, 1)).float(), boxes], 1)
-    plain = ops.roi_pool(feat, rois, 14, 1 / 16, impl="torch")
-    compiled = ops.roi_pool(feat, rois, 14, 1 / 16, impl="torchvision")
-    assert torch.equal(plain, compiled)
+    boxes = random_boxes(300, 8, extent=600)
+    rois = torch.cat([torch.randint(0, 2, (300, 1), generator=torch.Generator().manual_seed(11)).float(), boxes], 1)
+    edge = torch.tensor([[0, 0, 0, 50 * 16 - 1, 38 * 16 - 1], [1, 8, 8, 24, 24], [0, -40, -40, 30, 20],
+                         [1, 700, 500, 900, 700], [0, 100, 100, 100, 100], [0, 1000, 1000, 1100, 1100]])  # fmt: skip
+    rois = torch.cat([rois, edge])
+    for size, scale in ((14, 1 / 16), (7, 1 / 16), (5, 1 / 8)):
+        plain = ops.roi_pool(feat, rois, size, scale, impl="torch")
+        assert torch.equal(plain, ops.roi_pool(feat, rois, size, scale, impl="torchvision"))
+        assert torch.equal(plain, torchvision.ops.roi_pool(feat, rois, size, scale))
+        last = feat.contiguous(memory_format=torch.channels_last)
+        assert torch.equal(plain, ops.roi_pool(last, rois, size, scale, impl="torchvision"))
 
 
 # ---- RoIPool and boxes ---------------------------------------------------------------------------------------
@@ -170,12 +188,18 @@ def test_box_decoding() -> None:
 # ---- selection rules ---------------------------------------------------------------------------------------
 
 
-def brute_per_class(probs: np.ndarray, boxes: np.ndarray, thresh: float, conf: float, lo: int, hi: int) -> list[int]:
-    """The original extraction script's loop (stable ordering for ties)."""
+def brute_max_conf(probs: np.ndarray, boxes: np.ndarray, thresh: float) -> np.ndarray:
+    """Each proposal's best probability over the classes where it survives that class's NMS."""
     max_conf = np.zeros(len(boxes))
     for c in range(probs.shape[1]):
         for i in brute_nms(boxes.tolist(), probs[:, c].tolist(), thresh):
             max_conf[i] = max(max_conf[i], probs[i, c])
+    return max_conf
+
+
+def brute_per_class(probs: np.ndarray, boxes: np.ndarray, thresh: float, conf: float, lo: int, hi: int) -> list[int]:
+    """The original extraction script's loop (stable ordering for ties)."""
+    max_conf = brute_max_conf(probs, boxes, thresh)
     keep = np.where(max_conf >= conf)[0]
     ranked = sorted(range(len(boxes)), key=lambda i: (-max_conf[i], i))
     if len(keep) < lo:
@@ -191,23 +215,33 @@ def make_probs(n: int, classes: int, seed: int, sharp: float) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    ("n", "sharp", "lo", "hi", "case"),
+    ("n", "sharp", "lo", "hi", "above", "case"),
     [
-        (80, 4.0, 36, 36, "many above 0.2: the top 36 by confidence"),
-        (80, 0.5, 36, 36, "none above 0.2: still the top 36"),
-        (20, 4.0, 36, 36, "fewer proposals than 36: all of them"),
-        (80, 2.2, 10, 100, "10-100 within range: proposal order"),
-        (80, 0.5, 10, 100, "10-100 below: top 10"),
+        (80, 4.0, 36, 36, range(37, 81), "many above 0.2: the top 36 by confidence"),
+        (80, 0.5, 36, 36, range(0, 36), "fewer than 36 above 0.2: still the top 36"),
+        (20, 4.0, 36, 36, range(0, 21), "fewer proposals than 36: all of them"),
+        (80, 2.2, 10, 100, range(10, 101), "10-100 within range: proposal order"),
+        (80, 0.5, 10, 100, range(0, 10), "10-100 below: top 10"),
     ],
 )
-def test_per_class_selection_matches_the_original_loop(n: int, sharp: float, lo: int, hi: int, case: str) -> None:
+def test_per_class_selection_matches_the_original_loop(
+    n: int, sharp: float, lo: int, hi: int, above: range, case: str
+) -> None:
     boxes = random_boxes(n, 13)
     probs = make_probs(n, 12, 14, sharp)
     preset = PRESETS["lxmert"].with_options(min_boxes=lo, max_boxes=hi)
     got = select_per_class(probs, preset, boxes).tolist()
     expected = brute_per_class(probs.numpy(), boxes.numpy(), 0.3, 0.2, lo, hi)
     assert got == expected, case
-    assert len(got) == min(n, max(lo, min(len(got), hi)))
+    confident = int((brute_max_conf(probs.numpy(), boxes.numpy(), 0.3) >= 0.2).sum())
+    assert confident in above, case  # the case is the one its name says
+    count = min(n, lo) if confident < lo else min(confident, hi)  # the count rule, from the loop's own numbers
+    assert len(got) == count, case
+    if lo <= confident <= hi:
+        assert got == sorted(got), case  # in range: proposal order
+    else:
+        scores = brute_max_conf(probs.numpy(), boxes.numpy(), 0.3)[got]
+        assert (np.diff(scores) <= 0).all(), case  # out of range: by decreasing confidence
 
 
 def test_per_class_selection_in_range_keeps_proposal_order() -> None:
@@ -248,3 +282,56 @@ def test_resize_rules() -> None:
     assert resized_size(480, 640, hf)[:2] == (800, 1067)
     assert resized_size(500, 1500, hf)[:2] == (444, 1333)
     assert resized_size(512, 512, hf)[:2] == (800, 800)
+
+
+# ---- edges found by mutation testing ------------------------------------------------------------------------
+
+
+def test_nms_edges_on_both_paths() -> None:
+    """Boxes apart in one direction have no overlap at any threshold; one box is kept; an empty input gives an
+    empty int64 index; the IoU boundary holds on the accelerator path (run here on the CPU) too."""
+    apart = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 20.0, 10.0, 30.0], [20.0, 0.0, 30.0, 10.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    assert ops.nms(apart, scores, 0.001, impl="torch").tolist() == [0, 1, 2]
+    assert ops.nms(apart[:1], scores[:1], 0.5, impl="torch").tolist() == [0]
+    empty = ops.nms(apart[:0], scores[:0], 0.5, impl="torch")
+    assert empty.dtype == torch.int64 and empty.shape == (0,)
+    half = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0]])  # IoU exactly 0.5
+    assert ops._nms_fixed_point(half, 0.5).tolist() == [True, True]
+    assert ops._nms_fixed_point(half, 0.49).tolist() == [True, False]
+    kept = ops.nms(apart, scores, 0.5, impl="torch")
+    assert kept.dtype == torch.int64
+
+
+def test_batched_nms_groups_never_touch() -> None:
+    """Identical boxes in different groups survive even at a tiny threshold, with negative coordinates too; a
+    single box and no box are handled."""
+    for box in ([0.0, 0.0, 10.0, 10.0], [-10.0, -10.0, 0.0, 0.0], [-30.0, 5.0, -2.0, 9.0]):
+        boxes = torch.tensor([box, box, box])
+        kept = ops.batched_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 1, 1]), 0.001, impl="torch")
+        assert kept.tolist() == [0, 1], box
+    one = ops.batched_nms(torch.tensor([[1.0, 1.0, 5.0, 5.0]]), torch.tensor([0.3]), torch.tensor([4]), 0.5)
+    assert one.tolist() == [0]
+    none = ops.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
+    assert none.tolist() == [] and none.dtype == torch.int64
+
+
+def test_clip_and_decode_every_coordinate() -> None:
+    clipped = ops.clip_boxes(torch.tensor([[-5.0, 3.0, 700.0, 100.0], [10.0, -3.0, 20.0, 500.0]]), 480, 640)
+    assert clipped.tolist() == [[0.0, 3.0, 640.0, 100.0], [10.0, 0.0, 20.0, 480.0]]
+    gen = torch.Generator().manual_seed(3)
+    boxes = torch.rand(6, 2, generator=gen) * 50
+    boxes = torch.cat([boxes, boxes + 5 + torch.rand(6, 2, generator=gen) * 30], 1)
+    deltas = torch.randn(6, 5 * 4, generator=gen)
+    weights = (10.0, 10.0, 5.0, 5.0)
+    got = ops.decode_boxes(deltas, boxes, weights)
+    for r in range(6):
+        x1, y1, x2, y2 = boxes[r].tolist()
+        w, h = x2 - x1, y2 - y1
+        for k in range(5):
+            dx, dy, dw, dh = (deltas[r, 4 * k + i].item() / weights[i] for i in range(4))
+            dw, dh = min(dw, math.log(1000 / 16)), min(dh, math.log(1000 / 16))
+            cx, cy = x1 + 0.5 * w + dx * w, y1 + 0.5 * h + dy * h
+            pw, ph = math.exp(dw) * w, math.exp(dh) * h
+            expected = [cx - pw / 2, cy - ph / 2, cx + pw / 2, cy + ph / 2]
+            assert got[r, 4 * k : 4 * k + 4].tolist() == pytest.approx(expected, rel=1e-5, abs=1e-4), (r, k)

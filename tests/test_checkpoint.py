@@ -190,3 +190,22 @@ def test_remap_answer_head_copies_rows_by_normalized_answer():
     torch.testing.assert_close(new_w[0], weight[1])
     torch.testing.assert_close(new_w[1], weight[2])
     assert new_w[2].abs().sum() == 0 and new_b.tolist() == [11.0, 12.0, 0.0]
+
+
+def test_multi_gpu_fine_tuned_snapshot_loads(tmp_path: Path):
+    """The original's ``--multiGPU`` fine-tuning wraps the encoder inside the task model in DataParallel, so
+    its BEST.pth keys read ``lxrt_encoder.model.module.bert.*``: the inner ``module.`` goes too, not only a
+    leading one."""
+    from tasks.models import Classifier
+
+    model = Classifier(TINY, num_classes=7)
+    wrapped = "lxrt_encoder.model.module."
+    state = {k.replace("lxrt_encoder.model.", wrapped, 1): v for k, v in model.state_dict().items()}
+    assert any(k.startswith("lxrt_encoder.model.module.bert.") for k in state)
+    torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "BEST.pth")  # and a wrapped whole model
+    read = read_state_dict(tmp_path / "BEST.pth")
+    assert sorted(read) == sorted(model.state_dict())
+    fresh = Classifier(TINY, num_classes=7)
+    load_state(fresh, read, strict=True, source="BEST.pth")
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,9 @@ def test_official_accuracy_levels(matches: int, expected: float) -> None:
         ("Two", "2"),
         ("The dog.", "dog"),
         ("a red ball", "red ball"),
+        ("an apple", "apple"),
+        ("The Apple", "apple"),
+        ("a", ""),
         ("dont know", "don't know"),
         ("yes!", "yes"),
         ("1,000", "1000"),
@@ -153,3 +158,74 @@ def test_exact_match_and_the_registries(tmp_path: Path) -> None:
         register_metric("exact_match")(lambda p, labels: 0.0)
     with pytest.raises(ValueError, match="already registered"):
         register_writer("vqa", ".csv")(write_vqa_submission)
+
+
+def test_nlvr2_labels_may_be_the_strings_true_and_false() -> None:
+    """The original's NLVR2 files and CSVs say "True"/"False"; 0/1 and booleans mean the same; anything else
+    (lower case included) is an error naming the example."""
+    labels = {"dev-1-0-0": "True", "dev-1-1-0": "False", "dev-2-0-0": 1, "dev-2-1-0": False}
+    preds = {"dev-1-0-0": 1, "dev-1-1-0": "False", "dev-2-0-0": "True", "dev-2-1-0": "True"}
+    assert nlvr2_accuracy(preds, labels) == 3 / 4
+    assert nlvr2_consistency(preds, labels) == 1 / 2
+    assert nlvr2_accuracy({"dev-1-0-0": True, "dev-1-1-0": 0}, labels) == 1.0
+    for bad in ("true", "TRUE", "false", "maybe", 2, None):
+        with pytest.raises(ValueError, match=rf"dev-1-0-0: expected 0/1, True/False, got {re.escape(repr(bad))}"):
+            nlvr2_accuracy({"dev-1-0-0": bad}, labels)
+
+
+def test_metric_errors_say_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match="^no predictions to score$"):
+        soft_score_accuracy({}, {1: {"yes": 1.0}})
+    with pytest.raises(KeyError) as err:
+        metric("bleu")
+    known = str(err.value).strip("\"").split("; known: ")[1].split(", ")
+    assert "exact_match" in known and "soft_score" in known and all(metric(name) for name in known)
+    with pytest.raises(ValueError, match="^no labels$"):
+        oracle_accuracy({})
+    with pytest.raises(ValueError, match="^no human answers to score against$"):
+        vqa_official_accuracy("yes", [])
+    with pytest.raises(ValueError, match=r"^human answer 1 is 3, expected a string$"):
+        vqa_official_accuracy("yes", ["yes", 3])
+    with pytest.raises(ValueError, match=r"^human answer 0 is None, expected a string$"):
+        vqa_official_accuracy("yes", [{"answer_id": 1}])
+
+
+def test_oracle_counts_only_answers_in_the_table() -> None:
+    labels = {1: {"cat": 0.3, "dog": 1.0}, 2: {"zebra": 1.0}, 3: {"cat": 0.6}}
+    assert oracle_accuracy(labels) == pytest.approx((1.0 + 1.0 + 0.6) / 3)
+    assert oracle_accuracy(labels, {"cat"}) == pytest.approx((0.3 + 0.0 + 0.6) / 3)
+    assert oracle_accuracy(labels, {"dog", "cat"}) == pytest.approx((1.0 + 0.6) / 3)
+
+
+def share_of_yes(predictions, labels) -> float:
+    return sum(p == "yes" for p in predictions.values()) / len(predictions)
+
+
+def test_registering_a_new_metric_and_the_same_one_again() -> None:
+    name = f"test_share_of_yes_{uuid.uuid4().hex}"  # new in every run, also in a process that ran it before
+    assert register_metric(name)(share_of_yes) is share_of_yes
+    assert register_metric(name)(share_of_yes) is share_of_yes  # the same function again: no error
+    assert metric(name) is share_of_yes and metric(name)({1: "yes", 2: "no"}, {}) == 0.5
+    with pytest.raises(ValueError, match=f"^metric '{name}' is already registered$"):
+        register_metric(name)(lambda p, labels: 0.0)
+
+
+def test_newlines_and_tabs_inside_an_answer_are_spaces() -> None:
+    """The tool replaces them even when it normalizes nothing else (identical human answers)."""
+    assert vqa_official_accuracy("red\nball", ["red ball"] * 10) == 1.0
+    assert vqa_official_accuracy("red\tball", ["red ball"] * 10) == 1.0
+    assert vqa_official_accuracy("red ball", ["red\tball"] * 5 + ["red\nball"] * 5) == 1.0
+    assert vqa_official_accuracy("redball", ["red\nball"] * 10) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("t-shirt -x", "tshirt x"),  # " -" somewhere in the text: every "-" is deleted
+        ("t-shirt- x", "tshirt x"),  # "- " somewhere: the same
+        ("t-shirt-x", "t shirt x"),  # no mark touches a space: each becomes a space
+        ("t-shirt, 1,000", "tshirt 1000"),  # a digit,digit group deletes every mark
+    ],
+)
+def test_a_mark_touching_a_space_anywhere_is_deleted_everywhere(raw: str, normalized: str) -> None:
+    assert normalize_vqa_answer(raw) == normalized

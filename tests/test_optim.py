@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine.optim import BertAdam, build_optimizer, warmup_linear
+from engine.optim import BertAdam, build_optimizer, clip_grad_norm, current_lr, warmup_linear
 
 
 def reference_bert_adam(params, grads_per_step, lr, warmup, t_total, b1=0.9, b2=0.999, eps=1e-6, wd=0.01):
@@ -81,3 +81,114 @@ def test_adamw_groups_skip_decay_on_bias_and_layernorm():
     assert sched is not None
     with pytest.raises(ValueError, match="unknown optimizer"):
         build_optimizer(model, "lion", lr=1e-3, t_total=10, warmup=0.1)
+
+
+def test_bert_adam_checks_its_settings_and_gradients():
+    layer = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=r"^invalid learning rate -0.1$"):
+        BertAdam(layer.parameters(), lr=-0.1)
+    with pytest.raises(ValueError, match=r"^warmup must be in \[0, 1\), got 1.0$"):
+        BertAdam(layer.parameters(), lr=0.1, warmup=1.0, t_total=10)
+    with pytest.raises(ValueError, match="warmup must be in"):
+        BertAdam(layer.parameters(), lr=0.1, warmup=-0.1, t_total=10)
+    BertAdam(layer.parameters(), lr=0.0, warmup=1.0, t_total=-1)  # no schedule: the warm-up is unused
+    BertAdam(layer.parameters(), lr=0.1, warmup=0.0, t_total=10)
+    emb = nn.Embedding(5, 2, sparse=True)
+    emb(torch.tensor([1])).sum().backward()
+    with pytest.raises(RuntimeError, match="BertAdam does not support sparse gradients"):
+        BertAdam(emb.parameters(), lr=0.1).step()
+
+
+def test_bert_adam_without_schedule_keeps_the_lr_and_returns_the_closures_loss():
+    layer = nn.Linear(1, 1, bias=False)
+    layer.weight.data.fill_(1.0)
+    frozen = nn.Parameter(torch.ones(1))  # no gradient: left alone, no state
+    opt = BertAdam([layer.weight, frozen], lr=0.1, t_total=-1, weight_decay=0.0)
+    assert current_lr(opt) == 0.1  # before any step
+    layer.weight.grad = torch.full_like(layer.weight, 2.0)
+    assert opt.step(lambda: 3.5) == 3.5
+    # m = 0.2, v = 0.004: the update is lr * m / (sqrt(v) + eps) = 0.1 * 0.2 / (0.0632456 + 1e-6)
+    torch.testing.assert_close(layer.weight.detach(), torch.tensor([[1.0 - 0.1 * 0.2 / (0.004**0.5 + 1e-6)]]))
+    assert torch.equal(frozen.detach(), torch.ones(1)) and frozen not in opt.state
+    assert current_lr(opt) == 0.1 and opt.step() is None
+    scheduled = BertAdam([nn.Parameter(torch.ones(1))], lr=0.1, warmup=0.5, t_total=4)
+    assert current_lr(scheduled) == 0.0  # the first update's lr
+    for expected in (0.0, 0.05, 0.1, 0.05):
+        scheduled.param_groups[0]["params"][0].grad = torch.ones(1)
+        scheduled.step()
+        assert current_lr(scheduled) == pytest.approx(expected)
+
+
+def test_each_optim_name_and_its_schedule():
+    model = nn.Linear(2, 2)
+    for name, cls in (("adam", torch.optim.Adam), ("adamax", torch.optim.Adamax), ("rms", torch.optim.RMSprop),
+                      ("sgd", torch.optim.SGD)):  # fmt: skip
+        opt, sched = build_optimizer(model, name, lr=0.3, t_total=10, warmup=0.1)
+        assert type(opt) is cls and sched is None and opt.param_groups[0]["lr"] == 0.3 and current_lr(opt) == 0.3
+        assert len(opt.param_groups[0]["params"]) == 2
+    opt, sched = build_optimizer(model, "bert", lr=0.3, t_total=10, warmup=0.2, weight_decay=0.05)
+    assert type(opt) is BertAdam and sched is None
+    assert {k: opt.param_groups[0][k] for k in ("lr", "warmup", "t_total", "weight_decay")} == dict(
+        lr=0.3, warmup=0.2, t_total=10, weight_decay=0.05)  # fmt: skip
+    choices = "bert, adamw, adam, adamax, rms, sgd"
+    with pytest.raises(ValueError, match=rf"^unknown optimizer 'lion'; choose from {choices}$"):
+        build_optimizer(model, "lion", lr=1e-3, t_total=10, warmup=0.1)
+    model.bias.requires_grad_(False)
+    opt, _ = build_optimizer(model, "sgd", lr=0.3, t_total=10, warmup=0.1)
+    assert len(opt.param_groups[0]["params"]) == 1  # frozen parameters are not optimized
+
+    def lrs(warmup: float, t_total: int) -> list[float]:
+        opt, sched = build_optimizer(nn.Linear(2, 2), "adamw", lr=1.0, t_total=t_total, warmup=warmup)
+        assert opt.defaults["fused"] is True
+        out = []
+        for _ in range(5):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    assert lrs(0.5, 4) == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])  # warm-up then linear decay
+    assert lrs(0.0, 4) == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])  # no warm-up: decay from the start
+    assert lrs(0.0, 0) == pytest.approx([1.0, 0.0, 0.0, 0.0, 0.0])  # t_total 0 counts as 1
+
+
+def test_clip_grad_norm_off_and_on():
+    model = nn.Linear(2, 1, bias=False)
+    model.weight.grad = torch.tensor([[3.0, 4.0]])
+    assert clip_grad_norm(model, 0) is None and clip_grad_norm(model, -1.0) is None
+    assert torch.equal(model.weight.grad, torch.tensor([[3.0, 4.0]]))
+    norm = clip_grad_norm(model, 1.0)
+    assert float(norm) == pytest.approx(5.0)
+    torch.testing.assert_close(model.weight.grad, torch.tensor([[0.6, 0.8]]), atol=1e-6, rtol=1e-5)
+
+
+def test_defaults_and_the_edges_of_the_schedule_settings():
+    p = nn.Parameter(torch.ones(2))
+    group = BertAdam([p], lr=0.1, t_total=10).param_groups[0]
+    settings = (group["warmup"], group["weight_decay"], group["b1"], group["b2"], group["eps"])
+    assert settings == (0.1, 0.01, 0.9, 0.999, 1e-6)
+    assert build_optimizer(nn.Linear(2, 2), "bert", lr=0.1, t_total=10, warmup=0.1)[0].defaults["weight_decay"] == 0.01
+    opt, _ = build_optimizer(nn.Linear(2, 2), "adamw", lr=0.1, t_total=10, warmup=0.1, weight_decay=0.05)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+    BertAdam([p], lr=0.1, warmup=1.0, t_total=0)  # no schedule (t_total <= 0): any warm-up is accepted
+    with pytest.raises(ValueError, match="warmup must be in"):
+        BertAdam([p], lr=0.1, warmup=1.0, t_total=1)
+    for t_total, expected in ((0, 0.1), (-1, 0.1), (1, 0.0)):  # t_total 0: constant; 1: scheduled (0 at step 0)
+        opt = BertAdam([nn.Parameter(torch.ones(1))], lr=0.1, warmup=0.5, t_total=t_total)
+        assert current_lr(opt) == expected, t_total
+
+
+def test_no_decay_on_any_bias_or_layernorm_parameter_whatever_its_shape():
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = nn.Linear(2, 2, bias=False)  # decayed
+            self.LayerNorm = nn.Linear(2, 2, bias=False)  # a 2-D weight under a LayerNorm name: not decayed
+            self.bias = nn.Parameter(torch.ones(2, 2))  # a 2-D bias: not decayed
+            self.scale = nn.Parameter(torch.ones(2))  # 1-D: not decayed
+
+    block = Block()
+    opt, _ = build_optimizer(nn.Sequential(block), "adamw", lr=0.1, t_total=10, warmup=0.1)
+    decay, no_decay = opt.param_groups
+    assert [id(p) for p in decay["params"]] == [id(block.dense.weight)]
+    assert {id(p) for p in no_decay["params"]} == {id(block.LayerNorm.weight), id(block.bias), id(block.scale)}

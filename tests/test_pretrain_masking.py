@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from pretrain.data import (
     collate,
     load_corpus,
 )
-from pretrain.masking import mask_words, sample_answer
+from pretrain.masking import IGNORE, frame_tokens, mask_regions, mask_words, sample_answer
 from tasks.answers import convert_ans
 
 DIM, BOXES = 8, 10
@@ -297,3 +298,81 @@ def test_matching_needs_two_images(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="at least 2 images"):
         dataset(corpus, tokenizer)
     assert len(dataset(corpus, tokenizer, task_matched=False)) == 4
+
+
+class FixedDraws:
+    """A generator stand-in that hands out given uniform draws and replacement ids."""
+
+    def __init__(self, u, replacements=None):
+        self.u, self.replacements = np.asarray(u, dtype=np.float64), replacements
+
+    def random(self, n):
+        assert n == len(self.u)
+        return self.u
+
+    def integers(self, low, high, size):
+        return np.asarray(self.replacements if self.replacements is not None else [low] * size)
+
+
+def test_the_80_10_10_boundaries_of_one_draw():
+    """At rate 0.5, u = 0.4 scales to exactly 0.8 (random, not masked) and u = 0.45 to exactly 0.9 (kept, not
+    random); u = 0.5 is not selected (u < rate selects)."""
+    u = [0.0, 0.3999, 0.4, 0.4499, 0.45, 0.4999, 0.5, 0.9]
+    tokens = np.arange(10, 18, dtype=np.int32)
+    out, labels = mask_words(tokens, FixedDraws(u, list(range(100, 108))), 0.5, vocab_size=1000, mask_id=3)
+    assert out.tolist() == [3, 3, 102, 103, 14, 15, 16, 17]
+    assert labels.tolist() == [10, 11, 12, 13, 14, 15, IGNORE, IGNORE]
+    assert out.dtype == np.int64 and labels.dtype == np.int64  # whatever the input's integer type
+    feats = np.ones((8, 2), dtype=np.float32)
+    masked, feat_mask = mask_regions(feats, FixedDraws(u), 0.5, lambda rng: np.full(2, 7.0))
+    assert masked[:, 0].tolist() == [0, 0, 7, 7, 1, 1, 1, 1]
+    assert feat_mask.tolist() == [1, 1, 1, 1, 1, 1, 0, 0] and feat_mask.dtype == np.float32
+    assert masked.dtype == np.float32 and feats.min() == 1.0  # the input is not changed in place
+
+
+def test_rates_zero_and_one_and_out_of_range():
+    tokens = [5, 6, 7, 8]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rate 0 divides nothing by zero
+        out, labels = mask_words(tokens, np.random.default_rng(0), 0.0, vocab_size=100, mask_id=3)
+    assert out.tolist() == tokens and labels.tolist() == [IGNORE] * 4
+    out, labels = mask_words(tokens, np.random.default_rng(0), 1.0, vocab_size=100, mask_id=3)
+    assert labels.tolist() == tokens
+    for rate in (1.5, -0.1, 1.0000001):
+        with pytest.raises(ValueError, match=rf"^mask rate must be in \[0, 1\], got {rate}$"):
+            mask_words(tokens, np.random.default_rng(0), rate, vocab_size=100, mask_id=3)
+
+
+def test_word_masking_draws_in_a_fixed_order():
+    """One uniform draw per token, then one replacement per token from [0, vocab): the same seed gives the
+    same corruption as this restatement."""
+    tokens = list(range(40, 540))
+    out, labels = mask_words(tokens, np.random.default_rng(5), 0.9, vocab_size=7, mask_id=3)
+    rng = np.random.default_rng(5)
+    u, repl = rng.random(500), rng.integers(0, 7, size=500)
+    for tok, ui, r, o, lab in zip(tokens, u, repl, out, labels):
+        if ui >= 0.9:
+            assert (o, lab) == (tok, IGNORE)
+        else:
+            assert lab == tok and o == (3 if ui / 0.9 < 0.8 else r if ui / 0.9 < 0.9 else tok)
+    assert 0 in repl  # a replacement can be id 0, like any other
+
+
+def test_frame_tokens_types_and_the_length_limit():
+    ids, mask, lm = frame_tokens(np.array([7, 8], dtype=np.int32), np.array([IGNORE, 8]), 5, np.int32(1),
+                                 np.int32(2), np.int32(0))  # fmt: skip
+    assert ids.tolist() == [1, 7, 8, 2, 0] and mask.tolist() == [1, 1, 1, 1, 0] and lm.tolist() == [-1, -1, 8, -1, -1]
+    assert ids.dtype == mask.dtype == lm.dtype == np.int64
+    frame_tokens(np.arange(3), np.arange(3), 5, 1, 2, 0)  # exactly max_length - 2 fits
+    with pytest.raises(ValueError, match=r"^4 wordpieces do not fit max_length 5 with \[CLS\] and \[SEP\]$"):
+        frame_tokens(np.arange(4), np.arange(4), 5, 1, 2, 0)
+
+
+def test_answer_sampling_edge_cases():
+    ids = {"a": 0, "b": 1, "c": 2}
+    rng = np.random.default_rng(0)
+    assert sample_answer({}, ids, rng) == IGNORE
+    assert sample_answer({"b": 0.3}, ids, rng) == 1  # one answer: no draw
+    assert sample_answer({"a": 0.0, "b": 0.0}, ids, rng) == IGNORE
+    draws = [sample_answer({"a": 0.2, "c": 0.3}, ids, rng) for _ in range(400)]  # scores summing to 0.5
+    assert set(draws) == {0, 2} and 0.5 < draws.count(2) / 400 < 0.7  # P(c) = 0.3 / 0.5

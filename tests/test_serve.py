@@ -451,3 +451,25 @@ def test_handlers_cancel_a_sessions_request_and_hide_server_paths(demo_run, tmp_
     assert "notes.png: not a readable image" in status and str(uploads) not in status, status
     assert service.public(f"{uploads}/a/b.png is bad; {Path.cwd()}/snap/x/BEST.pth too") == \
         "b.png is bad; snap/x/BEST.pth too"  # fmt: skip
+
+
+def test_upload_check_follows_dot_dot_and_symlinks_out_of_the_uploads(tmp_path) -> None:
+    """A client names the file it sent by path: ``uploads/../x`` and a symlink inside the uploads folder that
+    points elsewhere are outside it once resolved, and are refused before any model is loaded."""
+    uploads = tmp_path / "uploads"
+    (uploads / "sub").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(tmp_path / "elsewhere.png")
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(uploads / "shape.png")
+    (uploads / "link.png").symlink_to(tmp_path / "elsewhere.png")
+    service = Service(str(tmp_path / "snap" / "BEST.pth"), allowed=[uploads])
+    refused = [uploads / ".." / "elsewhere.png", uploads / "link.png", uploads / "sub" / ".." / ".." / "elsewhere.png"]
+    for path in refused:
+        for value in (str(path), {"path": str(path)}):
+            answers, picture, status = service.answer(value, "what color?")
+            assert answers == NO_ANSWER and picture is None and "image: not an uploaded file" in status, (path, status)
+        *_, status = service.verify(str(uploads / "shape.png"), str(path), "Both are green.", service.default)
+        assert "right image: not an uploaded file" in status, (path, status)
+    # inside the uploads once resolved: the check lets it through (and the missing model is what is reported)
+    for path in (uploads / "shape.png", uploads / "sub" / ".." / "shape.png"):
+        *_, status = service.answer(str(path), "what color?")
+        assert status.startswith("⚠️") and "not an uploaded file" not in status and "BEST.pth" in status, status

@@ -14,7 +14,7 @@ import torch
 
 from engine import recipes
 from engine.loop import run
-from lxrt import LXRTConfig
+from lxrt import LXRTConfig, save_state_dict
 from lxrt.tokenizer import LXRTTokenizer
 from tasks import nlvr2, snli_ve
 from tasks.answers import DataFormatError
@@ -185,3 +185,49 @@ def test_finetune_beats_words_only_and_writes_the_submission(root: Path, tmp_pat
     expected = json.loads((root / "snli_ve/test.json").read_text())
     assert sorted(r["pair_id"] for r in rows) == sorted(r["pair_id"] for r in expected)
     assert {r["label"] for r in rows} <= set(LABELS)
+
+
+PINNED_ORDER = ("contradiction", "neutral", "entailment")  # class k of a saved SNLI-VE head means this label
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_a_snapshots_class_order_is_fixed(root: Path, tmp_path: Path, index: int) -> None:
+    """Class k of a saved head is always the same label: training targets, the prediction file and the
+    accuracy all read a head that always answers class k as ``PINNED_ORDER[k]`` (a reordered label list
+    would silently turn a trained model's entailments into contradictions)."""
+    valid = json.loads((root / "snli_ve/valid.json").read_text())
+    ds = SNLIVEDataset("valid", root=root)
+    batch = ds.collator(LXRTTokenizer())([ds[i] for i in range(len(ds))])
+    gold = [PINNED_ORDER.index(ds[i]["label"]) for i in range(len(ds))]
+    assert batch.targets["label"].tolist() == gold
+
+    config = LXRTConfig.tiny(hidden_size=32, num_attention_heads=2, intermediate_size=64, visual_feat_dim=64)
+    (tmp_path / "model.json").write_text(json.dumps(config.to_dict()))
+    from tasks.models import Classifier
+
+    model = Classifier(config, num_classes=3)
+    with torch.no_grad():
+        model.logit_fc[3].weight.zero_()
+        model.logit_fc[3].bias.copy_(torch.nn.functional.one_hot(torch.tensor(index), 3).float() * 5)
+    best = save_state_dict(model.state_dict(), tmp_path / "trained" / "BEST.pth")
+    out = tmp_path / "results"
+    metrics = snli_ve.main(["--recipe", "snli_ve_test", "--data-root", str(root), "--output", str(out),
+                            "--model-config", str(tmp_path / "model.json"), "--no-progress",
+                            "--test", "valid", "--load", str(best)])  # fmt: skip
+    rows = json.loads((out / "valid_predict.json").read_text())
+    assert sorted(r["pair_id"] for r in rows) == sorted(r["pair_id"] for r in valid)
+    assert {r["label"] for r in rows} == {PINNED_ORDER[index]}
+    share = sum(r["label"] == PINNED_ORDER[index] for r in valid) / len(valid)
+    assert 0 < share < 1
+    found = [v for k, v in _flatten(metrics).items() if k.endswith("accuracy")]
+    assert found and all(v == pytest.approx(share) or v == pytest.approx(100 * share) for v in found), metrics
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        elif isinstance(value, int | float):
+            out[f"{prefix}{key}"] = float(value)
+    return out

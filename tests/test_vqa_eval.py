@@ -114,6 +114,8 @@ QUIRKS = [
     ("1000", ["1,000"] * 4 + ["many"] * 6, 1.0),  # a digit,digit group deletes every mark
     ("3.5", ["3.5", "3.50"] + ["4"] * 8, 0.3),  # a period before a digit stays
     ("dog", ["the dog."] * 2 + ["cat"] * 8, 0.6),  # articles and final periods go
+    ("apple", ["an apple"] * 2 + ["a pear"] * 8, 0.6),  # "an" is an article too
+    ("red apple", ["a red apple", "the red apple", "an red apple"] + ["pear"] * 7, 0.9),  # all three articles
     ("don't know", ["dont know"] * 3 + ["no"] * 7, 0.9),  # contractions are restored
     ("none", ["0"] * 2 + ["1"] * 8, 0.6),  # "none" is the digit 0
 ]

@@ -122,7 +122,8 @@ def resized_size(height: int, width: int, preset: Preset) -> tuple[int, int, flo
         scale = preset.short_side / short
         if round(scale * long) > preset.max_side:
             scale = preset.max_side / long
-        return int(height * scale + 0.5), int(width * scale + 0.5), scale
+        # cv2.resize(fx=fy=scale) rounds the new size half to even, as Python's round() does.
+        return round(height * scale), round(width * scale), scale
     scale = preset.short_side / short
     new_h, new_w = (preset.short_side, scale * width) if height < width else (scale * height, preset.short_side)
     if max(new_h, new_w) > preset.max_side:
@@ -134,7 +135,9 @@ def resized_size(height: int, width: int, preset: Preset) -> tuple[int, int, flo
 
 def preprocess(image: Image.Image, preset: Preset) -> Prepared:
     """Resize (bilinear, half-pixel centres, no antialiasing) and subtract the means, in the preset's
-    channel order. Runs on the CPU (in data-loading workers)."""
+    channel order. Runs on the CPU (in data-loading workers). The ``caffe`` size rule resizes as the
+    original's ``cv2.resize(image, None, fx=scale, fy=scale)``; ``detectron`` as the HF port's
+    ``F.interpolate(size=...)``."""
     rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
     height, width = rgb.shape[:2]
     new_h, new_w, scale = resized_size(height, width, preset)
@@ -142,7 +145,11 @@ def preprocess(image: Image.Image, preset: Preset) -> Prepared:
     if preset.channels == "BGR":
         pixels = pixels.flip(-1)
     pixels = pixels.permute(2, 0, 1).unsqueeze(0)
-    pixels = F.interpolate(pixels, size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
+    if preset.size_rule == "caffe":
+        # cv2.resize with a scale factor samples the source at (x + 0.5) / scale - 0.5, not at the size ratio.
+        pixels = torch.ops.aten.upsample_bilinear2d(pixels, [new_h, new_w], False, scale, scale)[0]
+    else:
+        pixels = F.interpolate(pixels, size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
     pixels = pixels - torch.tensor(preset.pixel_mean, dtype=torch.float32).reshape(3, 1, 1)
     if preset.size_rule == "caffe":
         back_x = back_y = 1.0 / scale

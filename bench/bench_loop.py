@@ -97,7 +97,7 @@ def main() -> None:
     model = LXRTConfig() if args.model_config == "base" else LXRTConfig.tiny(visual_feat_dim=2048)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        generate(data, SyntheticConfig(feat_dim=2048, coco_train_images=args.images), progress=False)
+        generate(data, SyntheticConfig(feat_dim=2048, sizes=dict(coco_train_images=args.images)), progress=False)
         alone = model_rate(data, args.batch, args.steps, args.warmup, model, **run_opts)
         looped = loop_rate(data, Path(tmp) / "run", args.batch, args.steps, args.warmup, args.workers, model,
                            **run_opts)

@@ -71,7 +71,8 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        generate(data, SyntheticConfig(feat_dim=2048, coco_train_images=args.images, vg_images=args.images),
+        sizes = dict(coco_train_images=args.images, vg_images=args.images)
+        generate(data, SyntheticConfig(feat_dim=2048, sizes=sizes),
                  progress=False)
         common = dict(data_root=str(data), batch_size=args.batch, epochs=1, max_steps=args.warmup + args.steps,
                       progress=False, log_every=1, amp=args.amp, compile=args.compile, valid="", model=model)

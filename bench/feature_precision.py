@@ -64,11 +64,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
         t0 = time.perf_counter()
-        generate(root, SyntheticConfig(
-            seed=args.seed, feat_dim=2048, coco_train_images=1, coco_val_images=args.images,
-            minival_images=args.images, coco_test_images=1, vg_images=2, gqa_valid_images=1,
-            gqa_submit_images=1, gqa_testdev_images=1, nlvr2_train_sets=1, nlvr2_valid_sets=1, nlvr2_test_sets=1,
-        ), progress=False)
+        generate(root, SyntheticConfig(seed=args.seed, feat_dim=2048, sizes=dict(
+            coco_train_images=1, coco_val_images=args.images, minival_images=args.images, coco_test_images=1,
+            vg_images=2, gqa_valid_images=1, gqa_submit_images=1, gqa_testdev_images=1, nlvr2_train_sets=1,
+            nlvr2_valid_sets=1, nlvr2_test_sets=1,
+        )), progress=False)
         tsv = root / "mscoco_imgfeat" / "val2014_obj36.tsv"
         stores = {}
         for dtype in ("float16", "float32"):

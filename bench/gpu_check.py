@@ -140,9 +140,9 @@ class Check:
     def make_data(self) -> None:
         need = max(self.batches) * (self.warmup + self.steps) + max(self.batches)
         images = -(-need // 3) + 8
-        cfg = SyntheticConfig(seed=0, feat_dim=self.model.visual_feat_dim, coco_train_images=images,
-                              coco_val_images=16, minival_images=8, vg_images=max(32, images // 4),
-                              nlvr2_train_sets=4, nlvr2_valid_sets=2, nlvr2_test_sets=2)
+        sizes = dict(coco_train_images=images, coco_val_images=16, minival_images=8, vg_images=max(32, images // 4),
+                     nlvr2_train_sets=4, nlvr2_valid_sets=2, nlvr2_test_sets=2)
+        cfg = SyntheticConfig(seed=0, feat_dim=self.model.visual_feat_dim, sizes=sizes)
         generate(self.data, cfg, progress=False)
 
     def vqa_cfg(self, name: str, **changes: Any) -> TrainConfig:

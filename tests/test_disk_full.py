@@ -33,9 +33,11 @@ from lxrt.fileio import DiskFullError
 from tasks.synthetic import SyntheticConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
-ONE_LINE = re.compile(r"^error: no space left on (?P<folder>\S+) while (writing|appending to|writing TensorBoard "
-                      r"scalars to) (?P<file>\S+) \((needs about [\d.]+ \w+, )?[\d.]+ \w+ free\); .*\. Free some "
-                      r"space and run again$")
+ONE_LINE = re.compile(
+    r"^error: no space left on (?P<folder>\S+) while (writing|appending to|writing TensorBoard "
+    r"scalars to) (?P<file>\S+) \((needs about [\d.]+ \w+, )?[\d.]+ \w+ free\); .*\. Free some "
+    r"space and run again$"
+)
 
 
 @functools.cache
@@ -117,8 +119,7 @@ def _state(n: int) -> dict:
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
-def test_checkpoint_save_on_a_full_disk_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    code: int) -> None:
+def test_checkpoint_save_on_a_full_disk_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
     """torch.save's own writes fail with ENOSPC/EDQUOT half-way (the disk still shows free space, as
     with a quota): DiskFullError naming file, folder, size needed and free; the previous checkpoint
     intact; no temp file. (torch.save to a path lost the errno; the message text was matched.)"""
@@ -151,8 +152,9 @@ def test_snapshot_save_on_a_full_disk_is_one_line(tmp_path: Path, monkeypatch: p
     assert [p.name for p in tmp_path.iterdir()] == ["BEST.pth"]
 
 
-def test_tensorboard_on_a_full_disk_at_the_start_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capfd: pytest.CaptureFixture) -> None:
+def test_tensorboard_on_a_full_disk_at_the_start_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
     """The event file cannot be written when the run starts: DiskFullError naming the tb folder
     (it was a bare traceback from the writer)."""
     import tensorboard.compat.tensorflow_stub.io.gfile as gfile
@@ -180,7 +182,10 @@ def test_tensorboard_on_a_full_disk_at_the_start_is_one_line(tmp_path: Path, mon
 def test_torch_save_to_a_path_on_a_full_filesystem(tmp_path: Path) -> None:
     """torch.save writing to a path (no errno: "unexpected pos ..." / "iostream error") on a tmpfs
     with 1 MB left: recognised by the free space beside the failed write, previous file intact."""
-    result = on_small_fs(tmp_path, "4m", """
+    result = on_small_fs(
+        tmp_path,
+        "4m",
+        """
         import torch
         from lxrt.fileio import DiskFullError, atomic_write
         atomic_write(MNT / "w.pt", lambda tmp: torch.save({"w": torch.ones(10)}, tmp))
@@ -194,18 +199,25 @@ def test_torch_save_to_a_path_on_a_full_filesystem(tmp_path: Path) -> None:
             cause = repr(err.__cause__)
         print(json.dumps({"message": message, "cause": cause, "same": digest(MNT / "w.pt") == before,
                           "files": listing(MNT)}))
-    """)
+    """,
+    )
     assert result["message"] is not None, result
     assert "errno" not in result["cause"].lower() and "RuntimeError" in result["cause"], result["cause"]
-    assert re.fullmatch(r"no space left on \S+/mnt while writing w.pt \(needs about 4.2 MB, 1.0 MB free\); the "
-                        r"previous w.pt is intact. Free some space and run again", result["message"]), result
+    assert re.fullmatch(
+        r"no space left on \S+/mnt while writing w.pt \(needs about 4.2 MB, 1.0 MB free\); the "
+        r"previous w.pt is intact. Free some space and run again",
+        result["message"],
+    ), result
     assert result["same"] and result["files"] == ["filler", "w.pt"]
 
 
 @needs_small_fs
 def test_log_appends_on_a_full_filesystem_keep_whole_lines(tmp_path: Path) -> None:
     """A log line that does not fit: DiskFullError, and the log holds exactly what it held."""
-    result = on_small_fs(tmp_path, "1m", """
+    result = on_small_fs(
+        tmp_path,
+        "1m",
+        """
         from lxrt.fileio import DiskFullError, append_text
         append_text(MNT / "steps.jsonl", '{"step": 0}\\n')
         fill(1000)
@@ -215,7 +227,8 @@ def test_log_appends_on_a_full_filesystem_keep_whole_lines(tmp_path: Path) -> No
         except DiskFullError as err:
             message = str(err)
         print(json.dumps({"message": message, "text": (MNT / "steps.jsonl").read_text()}))
-    """)
+    """,
+    )
     assert result["text"] == '{"step": 0}\n'
     assert re.fullmatch(r"no space left on \S+ while appending to steps.jsonl \(needs about 20.0 KB, [\d.]+ \w+ "
                         r"free\); steps.jsonl holds what it held before. Free some space and run again",
@@ -225,10 +238,10 @@ def test_log_appends_on_a_full_filesystem_keep_whole_lines(tmp_path: Path) -> No
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("diskfull")
-    generate(root / "data", SyntheticConfig(seed=5, coco_train_images=12, coco_val_images=10, minival_images=4,
-                                            coco_test_images=4, vg_images=4, gqa_valid_images=2,
-                                            gqa_submit_images=2, gqa_testdev_images=2, nlvr2_train_sets=2,
-                                            nlvr2_valid_sets=2, nlvr2_test_sets=2), progress=False)  # fmt: skip
+    generate(root / "data", SyntheticConfig(seed=5, sizes=dict(coco_train_images=12, coco_val_images=10,
+            minival_images=4, coco_test_images=4, vg_images=4, gqa_valid_images=2, gqa_submit_images=2,
+            gqa_testdev_images=2, nlvr2_train_sets=2, nlvr2_valid_sets=2,
+            nlvr2_test_sets=2)), progress=False)  # fmt: skip
     model = LXRTConfig.tiny(hidden_size=32, num_attention_heads=2, intermediate_size=64, visual_feat_dim=64)
     (root / "model.json").write_text(json.dumps(model.to_dict()))
     convert.convert_tsv(root / "data/mscoco_imgfeat/train2014_obj36.tsv", progress=False)  # not in the runs' output
@@ -250,7 +263,10 @@ RUN = """
 def test_training_run_starting_on_a_full_disk_ends_in_one_line(tmp_path: Path, synth: Path) -> None:
     """A tiny VQA run whose --output is on a full tmpfs (0, 4 KB, 16 KB left): whichever file fails first
     (config.json, run.log, TensorBoard's event file, steps.jsonl), exit status 1 and one line on stderr."""
-    result = on_small_fs(tmp_path, "8m", """
+    result = on_small_fs(
+        tmp_path,
+        "8m",
+        """
         out = {}
         for leave in (0, 4096, 16384):
             unfill()
@@ -258,7 +274,11 @@ def test_training_run_starting_on_a_full_disk_ends_in_one_line(tmp_path: Path, s
             fill(leave)
             out[leave] = vqa(MNT / "run", "--epochs", "1")
         print(json.dumps(out))
-    """, str(synth / "data"), str(synth / "model.json"), prelude=RUN)
+    """,
+        str(synth / "data"),
+        str(synth / "model.json"),
+        prelude=RUN,
+    )
     for leave, run in result.items():
         assert run["rc"] == 1, (leave, run)
         lines = run["err"].splitlines()
@@ -271,7 +291,10 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one_and_resumes(tmp_path: 
     """Epoch 1 is saved; the disk then fills up: epoch 2's save ends in one line naming the file with
     the space needed and free, exit status 1; checkpoint.pt is the one of epoch 1, byte for byte, the
     logs hold whole lines, no temp file; after freeing space, --resume finishes the run."""
-    result = on_small_fs(tmp_path, "64m", """
+    result = on_small_fs(
+        tmp_path,
+        "64m",
+        """
         run = MNT / "run"
         first = vqa(run, "--epochs", "2", "--max-steps", "4")  # 36 questions: 4 steps an epoch
         before = digest(run / "checkpoint.pt")
@@ -283,7 +306,11 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one_and_resumes(tmp_path: 
         again = vqa(run, "--epochs", "2", "--resume")
         print(json.dumps({"first": first, "full": full, "same": before == after, "steps": steps, "again": again,
                           "history": json.loads((run / "history.json").read_text())}))
-    """, str(synth / "data"), str(synth / "model.json"), prelude=RUN)
+    """,
+        str(synth / "data"),
+        str(synth / "model.json"),
+        prelude=RUN,
+    )
     assert result["first"]["rc"] == 0, result["first"]["err"][-2000:]
     full = result["full"]
     assert full["rc"] == 1 and len(full["err"].splitlines()) == 1, full["err"][-3000:]

@@ -28,10 +28,10 @@ MODEL = LXRTConfig.tiny(hidden_size=32, num_attention_heads=2, intermediate_size
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("hot") / "data"
-    generate(root, SyntheticConfig(seed=3, feat_dim=16, num_boxes=6, coco_train_images=24, coco_val_images=8,
-                                   minival_images=4, coco_test_images=2, vg_images=4, gqa_valid_images=2,
-                                   gqa_submit_images=1, gqa_testdev_images=1, nlvr2_train_sets=2,
-                                   nlvr2_valid_sets=1, nlvr2_test_sets=1), progress=False)
+    sizes = dict(coco_train_images=24, coco_val_images=8, minival_images=4, coco_test_images=2, vg_images=4,
+                 gqa_valid_images=2, gqa_submit_images=1, gqa_testdev_images=1, nlvr2_train_sets=2,
+                 nlvr2_valid_sets=1, nlvr2_test_sets=1)
+    generate(root, SyntheticConfig(seed=3, feat_dim=16, num_boxes=6, sizes=sizes), progress=False)
     return root
 
 

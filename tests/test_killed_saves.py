@@ -117,11 +117,9 @@ def test_killed_checkpoint_save_leaves_a_temp_file_the_next_save_removes(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == [RESUME_FILE, "notes.txt", "site"]
 
 
-SMALL = SyntheticConfig(
-    seed=4, coco_train_images=12, coco_val_images=6, minival_images=2, coco_test_images=2, vg_images=4,
-    gqa_valid_images=2, gqa_submit_images=2, gqa_testdev_images=2, nlvr2_train_sets=2, nlvr2_valid_sets=2,
-    nlvr2_test_sets=2,
-)  # fmt: skip
+SMALL = SyntheticConfig(seed=4, sizes=dict(coco_train_images=12, coco_val_images=6, minival_images=2,
+        coco_test_images=2, vg_images=4, gqa_valid_images=2, gqa_submit_images=2, gqa_testdev_images=2,
+        nlvr2_train_sets=2, nlvr2_valid_sets=2, nlvr2_test_sets=2))  # fmt: skip
 
 
 @pytest.mark.slow

@@ -18,11 +18,10 @@ from lxrt import LXRTConfig
 from tasks import gqa, nlvr2, vqa
 from tasks.synthetic import SyntheticConfig, generate
 
-SMALL = SyntheticConfig(
-    seed=3, coco_train_images=12, coco_val_images=10, minival_images=4, coco_test_images=4, vg_images=12,
-    gqa_valid_images=4, gqa_submit_images=3, gqa_testdev_images=4, nlvr2_train_sets=4, nlvr2_valid_sets=2,
-    nlvr2_test_sets=2,
-)  # fmt: skip
+SMALL = SyntheticConfig(seed=3, sizes=dict(coco_train_images=12, coco_val_images=10, minival_images=4,
+                                           coco_test_images=4, vg_images=12, gqa_valid_images=4,
+                                           gqa_submit_images=3, gqa_testdev_images=4, nlvr2_train_sets=4,
+                                           nlvr2_valid_sets=2, nlvr2_test_sets=2))  # fmt: skip
 REPO = Path(__file__).resolve().parents[1]
 MODEL = LXRTConfig.tiny(hidden_size=32, num_attention_heads=2, intermediate_size=64, visual_feat_dim=64)
 

@@ -28,14 +28,42 @@ MODEL = LXRTConfig.tiny(hidden_size=32, num_attention_heads=2, intermediate_size
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("facts")
     data = root / "data"
-    generate(data, SyntheticConfig(seed=3, feat_dim=16, num_boxes=6, coco_train_images=12, coco_val_images=8,
-                                   minival_images=4, coco_test_images=2, vg_images=4, gqa_valid_images=2,
-                                   gqa_submit_images=1, gqa_testdev_images=1, nlvr2_train_sets=1,
-                                   nlvr2_valid_sets=1, nlvr2_test_sets=1), progress=False)
+    generate(
+        data,
+        SyntheticConfig(
+            seed=3,
+            feat_dim=16,
+            num_boxes=6,
+            sizes=dict(
+                coco_train_images=12,
+                coco_val_images=8,
+                minival_images=4,
+                coco_test_images=2,
+                vg_images=4,
+                gqa_valid_images=2,
+                gqa_submit_images=1,
+                gqa_testdev_images=1,
+                nlvr2_train_sets=1,
+                nlvr2_valid_sets=1,
+                nlvr2_test_sets=1,
+            ),
+        ),
+        progress=False,
+    )
     out = root / "run"
     cfg = recipes.get("vqa_lxr955").replace(
-        data_root=str(data), output=str(out), train="train", valid="minival", load_lxmert_qa="", from_scratch=True,
-        batch_size=4, epochs=1, progress=False, model=MODEL, lr=1e-3, recipe="vqa_lxr955",
+        data_root=str(data),
+        output=str(out),
+        train="train",
+        valid="minival",
+        load_lxmert_qa="",
+        from_scratch=True,
+        batch_size=4,
+        epochs=1,
+        progress=False,
+        model=MODEL,
+        lr=1e-3,
+        recipe="vqa_lxr955",
     )
     run(VQATask(cfg), cfg, device="cpu")
     return data, out
@@ -43,7 +71,12 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 
 def _test_cfg(data: Path, out: Path, load: Path, model: LXRTConfig):
     return recipes.get("vqa_test").replace(
-        data_root=str(data), output=str(out), test="minival", load=str(load), progress=False, model=model,
+        data_root=str(data),
+        output=str(out),
+        test="minival",
+        load=str(load),
+        progress=False,
+        model=model,
         from_scratch=True,
     )
 

@@ -24,10 +24,11 @@ from tasks.submission import prediction_path
 from tasks.synthetic import SyntheticConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = SyntheticConfig(seed=4, coco_train_images=4, coco_val_images=3, minival_images=1, coco_test_images=1,
-                        vg_images=4, gqa_valid_images=1, gqa_submit_images=1, gqa_testdev_images=1,
-                        nlvr2_train_sets=1, nlvr2_valid_sets=1, nlvr2_test_sets=1, task_images=300,
-                        dominant_fraction=0.9, noise=0.3)
+SMALL = SyntheticConfig(seed=4, dominant_fraction=0.9, noise=0.3, sizes=dict(
+    coco_train_images=4, coco_val_images=3, minival_images=1, coco_test_images=1, vg_images=4, gqa_valid_images=1,
+    gqa_submit_images=1, gqa_testdev_images=1, nlvr2_train_sets=1, nlvr2_valid_sets=1, nlvr2_test_sets=1,
+    snli_ve_images=300,
+))  # fmt: skip
 
 
 @pytest.fixture(scope="module")

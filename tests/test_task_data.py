@@ -21,11 +21,10 @@ from tasks.synthetic import SyntheticConfig, generate
 from tasks.vqa_data import VQADataset, vqa_feature_files
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
-SMALL = SyntheticConfig(
-    seed=3, coco_train_images=12, coco_val_images=10, minival_images=4, coco_test_images=4, vg_images=12,
-    gqa_valid_images=4, gqa_submit_images=3, gqa_testdev_images=4, nlvr2_train_sets=4, nlvr2_valid_sets=2,
-    nlvr2_test_sets=2,
-)  # fmt: skip
+SMALL = SyntheticConfig(seed=3, sizes=dict(coco_train_images=12, coco_val_images=10, minival_images=4,
+                                           coco_test_images=4, vg_images=12, gqa_valid_images=4,
+                                           gqa_submit_images=3, gqa_testdev_images=4, nlvr2_train_sets=4,
+                                           nlvr2_valid_sets=2, nlvr2_test_sets=2))  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -31,11 +31,10 @@ MODEL = LXRTConfig.tiny(hidden_size=32, num_attention_heads=2, intermediate_size
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("paths")
-    generate(root / "data", SyntheticConfig(seed=5, feat_dim=16, num_boxes=6, coco_train_images=16,
-                                            coco_val_images=14, minival_images=7, coco_test_images=2,
-                                            vg_images=4, gqa_valid_images=2, gqa_submit_images=1,
-                                            gqa_testdev_images=1, nlvr2_train_sets=2, nlvr2_valid_sets=1,
-                                            nlvr2_test_sets=1), progress=False)
+    sizes = dict(coco_train_images=16, coco_val_images=14, minival_images=7, coco_test_images=2, vg_images=4,
+                 gqa_valid_images=2, gqa_submit_images=1, gqa_testdev_images=1, nlvr2_train_sets=2,
+                 nlvr2_valid_sets=1, nlvr2_test_sets=1)
+    generate(root / "data", SyntheticConfig(seed=5, feat_dim=16, num_boxes=6, sizes=sizes), progress=False)
     (root / "model.json").write_text(json.dumps(MODEL.to_dict()))
     return root / "data"
 

@@ -1,4 +1,4 @@
-"""Build ``data/snli_ve/{train,valid,test}.json`` from the SNLI-VE release, or a synthetic SNLI-VE.
+"""Build ``data/snli_ve/{train,valid,test}.json`` from the SNLI-VE release.
 
 The release's ``snli_ve_{train,dev,test}.jsonl`` hold one JSON object per line; the fields read are
 ``Flikr30kID`` (the Flickr30k image, ``"2248275918.jpg"``), ``sentence2`` (the hypothesis),
@@ -11,11 +11,7 @@ counted. The image id is the file name without ``.jpg``: the id of the Flickr30k
 
     python -m tasks.snli_ve_prepare --raw data/snli_ve/raw --out data/snli_ve
 
-The synthetic data (``python -m tasks.synthetic``) writes the same files and
-``flickr30k_imgfeat/flickr30k_obj36.tsv``: each hypothesis names a colour and a shape, and its
-label says whether the image's dominant colour and shape match (entailment: both; neutral: the
-colour only; contradiction: not the colour). Every (colour, shape) sentence is equally likely under
-each label, so a model that reads only the words stays at chance.
+Synthetic SNLI-VE data in the same layout: ``tasks.snli_ve_synthetic``.
 """
 
 from __future__ import annotations
@@ -31,8 +27,7 @@ from tqdm import tqdm
 
 from lxrt.fileio import atomic_write_text
 from tasks.answers import DataFormatError
-from tasks.snli_ve import FEATURES, LABELS
-from tasks.synthetic import COLORS, SHAPES, Generator, register_synthetic, write_features, write_json
+from tasks.snli_ve import LABELS
 
 RAW_TO_SPLIT = {"train": "train", "dev": "valid", "test": "test"}
 FIELDS = ("Flikr30kID", "sentence2", "gold_label", "pairID")
@@ -93,39 +88,6 @@ def prepare(raw_dir: Path, out_dir: Path, progress: bool = True) -> dict[str, tu
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / f"{split}.json", json.dumps(records))
         counts[split] = (len(records), skipped)
-    return counts
-
-
-HYPOTHESES = ("There is a {c} {s} in the image.", "The picture shows a {c} {s}.", "A {c} {s} can be seen here.")
-SYNTHETIC_FILES = (*(f"snli_ve/{s}.json" for s in RAW_TO_SPLIT.values()), str(FEATURES))
-
-
-@register_synthetic("snli_ve", SYNTHETIC_FILES)
-def synthetic_snli_ve(gen: Generator, out: Path) -> dict[str, int]:
-    """Synthetic SNLI-VE whose labels need the image (see the module docstring)."""
-    n, rng = gen.cfg.task_images, gen.rng
-    sizes = {"train": n, "valid": max(1, n // 4), "test": max(1, n // 8)}
-    counts, everything = {}, []
-    for split, count in sizes.items():
-        images = [gen.image(str(gen.unique_number(10**8, 10**10))) for _ in range(count)]
-        records = []
-        for img in images:
-            for k in range(gen.cfg.questions_per_image):
-                label = LABELS[rng.integers(len(LABELS))]
-                if label == "entailment":
-                    color, shape = img.color, img.shape
-                elif label == "neutral":
-                    color, shape = img.color, gen.other(SHAPES, img.shape)
-                else:
-                    color, shape = gen.other(COLORS, img.color), SHAPES[rng.integers(len(SHAPES))]
-                sent = HYPOTHESES[rng.integers(len(HYPOTHESES))].format(c=color, s=shape)
-                records.append({"pair_id": f"{img.img_id}.jpg#{k}r1{label[0]}", "img_id": img.img_id,
-                                "sent": sent, "label": label})
-        write_json(out / "snli_ve" / f"{split}.json", records)
-        counts[f"snli_ve/{split}.json"] = len(records)
-        everything += images
-    write_features(out / FEATURES, gen, everything)
-    counts[str(FEATURES)] = len(everything)
     return counts
 
 

@@ -1,27 +1,27 @@
-"""A small synthetic data root in the original file layout and formats, with a learnable signal.
+"""Synthetic data roots in the original layout and formats, with a learnable signal: the framework.
 
 Every image has a dominant colour and shape. Most of its regions show that colour/shape pair (the
 rest show random ones); a region's feature is ``relu(P_colour + P_shape + noise)`` for fixed random
-prototypes, its ``attrs_id`` is the colour index and its ``objects_id`` the shape index (below 6 and
-5, so small test models with few object/attribute classes can predict them). Questions
-ask about the dominant colour or shape in words of the real BERT vocabulary and are answered with
-the truth; NLVR2 sentences state facts about the left/right/both images; captions describe the
-image. A model that reads both the question and the regions can therefore learn every task.
+prototypes (the same for every task and file, as one detector would give), its ``attrs_id`` is the
+colour index and its ``objects_id`` the shape index (below 6 and 5, so small test models with few
+object/attribute classes can predict them). Texts about an image state or ask its dominant colour
+or shape in words of the real BERT vocabulary, so a model that reads both the text and the regions
+can learn every task.
 
-Layout written under ``--out`` (the names the task code reads)::
+Each task owns its synthetic data, in its own module: it registers a writer with
+``@register_synthetic(task, files, sizes=..., reads=...)``. The writer gets a ``Generator`` whose
+random stream depends only on the seed and the task's name (adding or removing a task changes no
+other task's files) and the task's own size options (a frozen dataclass with defaults; every field
+becomes a ``--flag`` of the command line). A writer that reads files another task writes (a shared
+feature file has one owner; the others read it) declares them in ``reads`` and runs after their
+owner. Two tasks declaring one file, or one size option, are an error naming both; registering the
+same definition twice (``python -m tasks.X`` imports its module twice) is not.
 
-    mscoco_imgfeat/{train2014,val2014,test2015}_obj36.tsv      vqa/{train,nominival,minival,test}.json
-    vg_gqa_imgfeat/{vg_gqa,gqa_testdev}_obj36.tsv              gqa/{train,valid,testdev,submit}.json
-    nlvr2_imgfeat/{train,valid,test}_obj36.tsv                 nlvr2/{train,valid,test}.json
-    lxmert/{mscoco_train,mscoco_nominival,mscoco_minival,vgnococo}.json + all_ans.json
-    vqa/trainval_{ans2label,label2ans}.json, gqa/trainval_{ans2label,label2ans}.json
+A task can also offer its labelled questions to other tasks' synthetic data (``offer_questions``):
+a pretraining corpus asks ``read_offers`` for them, as the original's corpus holds the task
+questions of its images under the task's name.
 
-Other tasks add their files with ``@register_synthetic(name, files)`` (found by importing the
-``tasks`` package): each gets its own ``Generator`` whose random stream depends only on the seed and
-the task's name, so adding or removing a task changes no other task's files. The VQA, GQA, NLVR2
-and pretraining files above are one stream of their own, drawn in a fixed order.
-
-Run ``python -m tasks.synthetic --out data_synth`` (``--help`` lists every size).
+Run ``python -m tasks.synthetic --out data_synth`` (``--help`` lists every size of every task).
 """
 
 from __future__ import annotations
@@ -30,63 +30,53 @@ import argparse
 import json
 import sys
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
-from pathlib import Path
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from engine.plugins import discover
-from features.tsv import RegionRecord, write_tsv
+from features.tsv import RegionRecord, iter_tsv, write_tsv
 from lxrt.fileio import atomic_write_text
+from lxrt.progress import progress_bar
+from tasks.registry import same_definition
 
 COLORS: tuple[str, ...] = ("red", "blue", "green", "yellow", "white", "black")
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "heart")
-VQA_EXTRA_ANSWER = "striped"  # in the VQA table, absent from all_ans.json: exercises answer-head remapping
-GQA_UNKNOWN_ANSWERS = ("purple", "polka dot")  # GQA labels outside the GQA table (skipped, as in the original)
-VISUAL7W_ANSWER = "daytime"  # a pretraining-only answer
+PROTOTYPES_STREAM = "region feature prototypes"  # shared by every task: one feature space
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Sizes and noise of the generated data (defaults: a few hundred questions per task)."""
+    """What every task's synthetic data shares: seed, feature size, noise; ``sizes`` sets the size
+    options tasks declare (by name, e.g. ``{"coco_train_images": 300}``; others keep their defaults)."""
 
     seed: int = 0
     feat_dim: int = 64
     num_boxes: int = 36
-    coco_train_images: int = 96
-    coco_val_images: int = 40
-    minival_images: int = 16
-    coco_test_images: int = 16
-    vg_images: int = 96
-    gqa_valid_images: int = 24
-    gqa_submit_images: int = 8
-    gqa_testdev_images: int = 24
-    nlvr2_train_sets: int = 128
-    nlvr2_valid_sets: int = 24
-    nlvr2_test_sets: int = 12
     questions_per_image: int = 3
-    captions_per_image: int = 2
     dominant_fraction: float = 0.6
     noise: float = 0.5
-    gqa_unknown_answer_rate: float = 0.03
-    task_images: int = 96  # training images of each registered task (valid: a quarter, test: an eighth)
+    sizes: Mapping[str, int | float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.feat_dim < 1 or self.num_boxes < 1:
             raise ValueError("feat_dim and num_boxes must be >= 1")
-        if not 0 < self.minival_images <= self.coco_val_images:
-            raise ValueError("minival_images must be between 1 and coco_val_images")
-        if not 0 < self.gqa_valid_images < self.vg_images:
-            raise ValueError("gqa_valid_images must be between 1 and vg_images - 1")
-        if not 0.0 <= self.dominant_fraction <= 1.0 or not 0.0 <= self.gqa_unknown_answer_rate < 1.0:
-            raise ValueError("dominant_fraction and gqa_unknown_answer_rate must be fractions")
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, int) and value < 0:
-                raise ValueError(f"{f.name} must be >= 0, got {value}")
+        if self.questions_per_image < 0 or self.noise < 0:
+            raise ValueError("questions_per_image and noise must be >= 0")
+        if not 0.0 <= self.dominant_fraction <= 1.0:
+            raise ValueError("dominant_fraction must be a fraction")
+        object.__setattr__(self, "sizes", dict(self.sizes))
+
+    def replace(self, **changes: Any) -> SyntheticConfig:
+        """A copy with ``changes``: shared fields by their name, anything else as a size option."""
+        shared = {f.name for f in fields(self)} - {"sizes"}
+        base = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sizes"}
+        base.update({k: v for k, v in changes.items() if k in shared})
+        sizes = {**self.sizes, **{k: v for k, v in changes.items() if k not in shared}}
+        return SyntheticConfig(**base, sizes=sizes)
 
 
 @dataclass(frozen=True)
@@ -98,24 +88,33 @@ class Image:
     shape: str
 
 
-class Generator:
-    """Deterministic (for a seed) builder of images, region records and task records.
+def prototypes(config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The colour and shape prototypes of region features (one pair of tables for every task)."""
+    rng = np.random.default_rng([config.seed, zlib.crc32(PROTOTYPES_STREAM.encode("utf-8"))])
+    colors = rng.normal(0.0, 1.0, (len(COLORS), config.feat_dim)).astype(np.float32)
+    return colors, rng.normal(0.0, 1.0, (len(SHAPES), config.feat_dim)).astype(np.float32)
 
-    ``stream`` names an independent random stream (a registered task's name); None is the stream of
-    the original-layout files.
+
+class Generator:
+    """Drawing primitives on one task's random stream (``stream``: the task's name).
+
+    ``cfg`` is the shared config, ``sizes`` the task's own size options (None if it declares
+    none), ``progress`` whether writers show progress bars.
     """
 
-    def __init__(self, config: SyntheticConfig, stream: str | None = None) -> None:
+    def __init__(self, config: SyntheticConfig, stream: str, sizes: Any = None, progress: bool = False) -> None:
         self.cfg = config
-        seed = config.seed if stream is None else [config.seed, zlib.crc32(stream.encode("utf-8"))]
-        self.rng = np.random.default_rng(seed)
-        self.color_protos = self.rng.normal(0.0, 1.0, (len(COLORS), config.feat_dim)).astype(np.float32)
-        self.shape_protos = self.rng.normal(0.0, 1.0, (len(SHAPES), config.feat_dim)).astype(np.float32)
+        self.stream = stream
+        self.sizes = sizes
+        self.progress = progress
+        self.rng = np.random.default_rng([config.seed, zlib.crc32(stream.encode("utf-8"))])
+        self.color_protos, self.shape_protos = prototypes(config)
         self._used_numbers: set[int] = set()
 
     # ---- images -------------------------------------------------------------------------------
 
     def unique_number(self, low: int, high: int) -> int:
+        """A number in ``[low, high)`` this generator has not returned before (for unique ids)."""
         while True:
             n = int(self.rng.integers(low, high))
             if n not in self._used_numbers:
@@ -123,15 +122,16 @@ class Generator:
                 return n
 
     def image(self, img_id: str, color: str | None = None, shape: str | None = None) -> Image:
+        """An image with the given (or a random) dominant colour and shape."""
         color = color if color is not None else COLORS[self.rng.integers(len(COLORS))]
         shape = shape if shape is not None else SHAPES[self.rng.integers(len(SHAPES))]
         return Image(img_id, color, shape)
 
     def record(self, img: Image) -> RegionRecord:
-        """The image's regions: mostly the dominant colour/shape, the rest random."""
+        """The image's regions: mostly the dominant colour/shape (always the first), the rest random."""
         cfg, rng, n = self.cfg, self.rng, self.cfg.num_boxes
         dominant = rng.random(n) < cfg.dominant_fraction
-        dominant[0] = True  # at least one region shows the dominant pair
+        dominant[0] = True  # the first region shows the dominant pair (``read_images`` relies on it)
         colors = np.where(dominant, COLORS.index(img.color), rng.integers(len(COLORS), size=n))
         shapes = np.where(dominant, SHAPES.index(img.shape), rng.integers(len(SHAPES), size=n))
         noise = rng.normal(0.0, cfg.noise, (n, cfg.feat_dim)).astype(np.float32)
@@ -154,12 +154,10 @@ class Generator:
             features=feats.astype(np.float32),
         )
 
-    def coco_images(self, image_set: str, count: int) -> list[Image]:
-        return [self.image(f"COCO_{image_set}_{self.unique_number(1, 582000):012d}") for _ in range(count)]
-
-    # ---- questions ------------------------------------------------------------------------------
+    # ---- texts ----------------------------------------------------------------------------------
 
     def other(self, values: Sequence[str], not_this: str) -> str:
+        """One of ``values`` other than ``not_this``."""
         choices = [v for v in values if v != not_this]
         return choices[self.rng.integers(len(choices))]
 
@@ -167,32 +165,8 @@ class Generator:
         """``value`` half of the time, another of ``values`` otherwise (balanced yes/no questions)."""
         return value if self.rng.random() < 0.5 else self.other(values, value)
 
-    def vqa_question(self, img: Image) -> tuple[str, str, str, str]:
-        """(sentence, answer, question_type, answer_type) about the image's dominant attributes."""
-        kind = int(self.rng.integers(4))
-        if kind == 0:
-            return f"What color is the {img.shape}?", img.color, "what color is the", "other"
-        if kind == 1:
-            return "What shape is in the image?", img.shape, "what", "other"
-        if kind == 2:
-            shape = self.maybe(img.shape, SHAPES)
-            return f"Is there a {shape} in the picture?", _yes(shape == img.shape), "is there a", "yes/no"
-        color = self.maybe(img.color, COLORS)
-        return f"Is the {img.shape} {color}?", _yes(color == img.color), "is the", "yes/no"
-
-    def gqa_question(self, img: Image) -> tuple[str, str]:
-        kind = int(self.rng.integers(4))
-        if kind == 0:
-            return f"What is the color of the {img.shape}?", img.color
-        if kind == 1:
-            return f"What shape is the {img.color} object?", img.shape
-        if kind == 2:
-            color = self.maybe(img.color, COLORS)
-            return f"Is the {img.shape} {color}?", _yes(color == img.color)
-        shape = self.maybe(img.shape, SHAPES)
-        return f"Is there a {shape} in this image?", _yes(shape == img.shape)
-
     def caption(self, img: Image) -> str:
+        """A sentence describing the image's dominant colour and shape."""
         templates = (
             "A {c} {s} in the picture.",
             "There is a {c} {s} in the image.",
@@ -201,129 +175,10 @@ class Generator:
         )
         return templates[self.rng.integers(len(templates))].format(c=img.color, s=img.shape)
 
-    def vqa_label(self, answer: str) -> dict[str, float]:
-        """Soft scores as in the released files: the answer 1.0, sometimes a minority answer 0.3."""
-        label = {answer: 1.0}
-        if self.rng.random() < 0.2:
-            pool = COLORS if answer in COLORS else SHAPES if answer in SHAPES else ("yes", "no")
-            label[self.other(pool, answer)] = 0.3
-        return label
 
-    def vqa_records(self, images: Sequence[Image], labelled: bool) -> list[dict[str, Any]]:
-        out = []
-        for img in images:
-            number = int(img.img_id.rsplit("_", 1)[1])
-            for k in range(self.cfg.questions_per_image):
-                sent, answer, qtype, atype = self.vqa_question(img)
-                rec: dict[str, Any] = {"img_id": img.img_id, "question_id": number * 1000 + k, "sent": sent}
-                if labelled:
-                    rec.update(answer_type=atype, label=self.vqa_label(answer), question_type=qtype)
-                out.append(rec)
-        return out
-
-    def gqa_records(self, images: Sequence[Image], labelled: bool) -> list[dict[str, Any]]:
-        out = []
-        for img in images:
-            for _ in range(self.cfg.questions_per_image):
-                sent, answer = self.gqa_question(img)
-                rec: dict[str, Any] = {"img_id": img.img_id, "question_id": f"{self.unique_number(10**7, 10**9):09d}"}
-                rec["sent"] = sent
-                if labelled:
-                    if self.rng.random() < self.cfg.gqa_unknown_answer_rate:
-                        answer = GQA_UNKNOWN_ANSWERS[self.rng.integers(len(GQA_UNKNOWN_ANSWERS))]
-                    rec["label"] = {answer: 1.0}
-                out.append(rec)
-        return out
-
-    # ---- NLVR2 ----------------------------------------------------------------------------------
-
-    @staticmethod
-    def nlvr2_truth(kind: int, value: str, img0: Image, img1: Image) -> int:
-        if kind == 0:  # "Both images contain a <colour> object."
-            return int(img0.color == value and img1.color == value)
-        if kind == 1:  # "The left image shows a <shape>."
-            return int(img0.shape == value)
-        return int(img1.color == value)  # "The right image contains a <colour> object."
-
-    def nlvr2_pair(self, sentences: Sequence[tuple[int, str]]) -> tuple[Image, Image, list[int]]:
-        """Two images and the truth value of each sentence about them, each label drawn 50/50.
-
-        Images are drawn until the wanted labels hold; a combination that cannot hold (e.g. "both
-        images are red" and "both images are blue") gets its later labels redrawn.
-        """
-        wanted = [int(self.rng.integers(2)) for _ in sentences]
-        for attempt in range(4000):
-            if attempt and attempt % 1000 == 0:
-                wanted = [wanted[0]] + [int(self.rng.integers(2)) for _ in sentences[1:]]
-            img0, img1 = self.image(""), self.image("")
-            labels = [self.nlvr2_truth(k, v, img0, img1) for k, v in sentences]
-            if labels == wanted:
-                return img0, img1, labels
-        return img0, img1, labels  # unreachable for the templates above; keeps whatever was drawn
-
-    def nlvr2_split(self, split: str, prefix: str, sets: int) -> tuple[list[dict[str, Any]], list[Image]]:
-        """Each set: 4 image pairs, each described by the set's 2 sentences (ids split-set-pair-sentence)."""
-        records: list[dict[str, Any]] = []
-        images: list[Image] = []
-        templates = (
-            "Both images contain a {} object.",
-            "The left image shows a {}.",
-            "The right image contains a {} object.",
-        )
-        for _ in range(sets):
-            set_id = self.unique_number(0, 100000)
-            sentences: list[tuple[int, str]] = []
-            while len(sentences) < 2:
-                kind = int(self.rng.integers(len(templates)))
-                values = SHAPES if kind == 1 else COLORS
-                sentence = (kind, values[self.rng.integers(len(values))])
-                if sentence not in sentences:
-                    sentences.append(sentence)
-            for pair in range(4):
-                base = f"{prefix}-{set_id}-{pair}"
-                img0, img1, labels = self.nlvr2_pair(sentences)
-                images += [Image(f"{base}-img0", img0.color, img0.shape), Image(f"{base}-img1", img1.color, img1.shape)]
-                for sentence, ((kind, value), label) in enumerate(zip(sentences, labels)):
-                    records.append(
-                        {
-                            "identifier": f"{base}-{sentence}",
-                            "img0": f"{base}-img0",
-                            "img1": f"{base}-img1",
-                            "label": label,
-                            "sent": templates[kind].format(value),
-                            "uid": f"nlvr2_{split}_{len(records)}",
-                        }
-                    )
-        return records, images
-
-    # ---- pretraining ----------------------------------------------------------------------------
-
-    def lxmert_entry(
-        self, img: Image, qa: dict[str, list[tuple[str, dict[str, float]]]], caption_source: str
-    ) -> dict[str, Any]:
-        entry: dict[str, Any] = {"img_id": img.img_id, "labelf": {}, "sentf": {}}
-        entry["sentf"][caption_source] = [self.caption(img) for _ in range(self.cfg.captions_per_image)]
-        for source, pairs in qa.items():
-            entry["sentf"][source] = [s for s, _ in pairs]
-            entry["labelf"][source] = [lab for _, lab in pairs]
-        return entry
-
-
-def _yes(flag: bool) -> str:
+def yes(flag: bool) -> str:
+    """The answer to a yes/no question whose truth is ``flag``."""
     return "yes" if flag else "no"
-
-
-def answer_tables(seed: int) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-    """VQA label2ans ("" first, like the real table), GQA label2ans and all_ans.json entries."""
-    rng = np.random.default_rng(seed + 1)
-    vqa = ["", "yes", "no", *COLORS, *SHAPES, VQA_EXTRA_ANSWER]
-    gqa = ["no", "yes", *SHAPES, *COLORS]
-    entries = [{"ans": c, "dsets": ["vqa", "gqa", "visual7w"]} for c in COLORS]
-    entries += [{"ans": s, "dsets": ["vqa", "gqa"]} for s in SHAPES]
-    entries += [{"ans": a, "dsets": ["vqa", "gqa"]} for a in ("yes", "no")]
-    entries += [{"ans": VISUAL7W_ANSWER, "dsets": ["visual7w"]}]
-    order = rng.permutation(len(entries))  # the pretraining ids differ from the task labels
-    return vqa, gqa, [entries[i] for i in order]
 
 
 def write_json(path: Path, data: Any, indent: int | None = None) -> None:
@@ -332,19 +187,32 @@ def write_json(path: Path, data: Any, indent: int | None = None) -> None:
     atomic_write_text(path, json.dumps(data, indent=indent))
 
 
-def write_features(path: Path, gen: Generator, images: Sequence[Image], bar: tqdm | None = None) -> None:
-    """The obj36 TSV of ``images`` (region records drawn from ``gen``, in order)."""
+def write_features(path: Path, gen: Generator, images: Sequence[Image]) -> int:
+    """The obj36 TSV of ``images`` (region records drawn from ``gen``, in order); returns the count."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    bar = progress_bar(len(images), f"synthetic {path.name}", unit="img", enabled=gen.progress)
 
     def records() -> Iterator[RegionRecord]:
         for img in images:
             yield gen.record(img)
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
 
-    write_tsv(path, records())
+    try:
+        write_tsv(path, records())
+    finally:
+        bar.close()
+    return len(images)
 
 
+def read_images(path: Path) -> list[Image]:
+    """The images of a synthetic obj36 TSV, in file order, with the dominant pair of each (its first
+    region's); how a task reads the images of a feature file another task owns."""
+    return [
+        Image(rec.img_id, COLORS[int(rec.attrs_id[0])], SHAPES[int(rec.objects_id[0])]) for rec in iter_tsv(path)
+    ]
+
+
+# ---- the registry ---------------------------------------------------------------------------------
 
 SyntheticWriter = Callable[[Generator, Path], dict[str, int]]
 """``write(gen, out)``: write a task's files under the data root ``out``; returns counts per file."""
@@ -352,173 +220,303 @@ SyntheticWriter = Callable[[Generator, Path], dict[str, int]]
 
 @dataclass(frozen=True)
 class SyntheticTask:
-    """A registered task's synthetic data: the files it writes (relative to the root) and how."""
+    """A task's synthetic data: the files it writes (relative to the root), how, its size options
+    (a dataclass type or None) and the files of other tasks it reads (or a function listing them)."""
 
     name: str
     files: tuple[str, ...]
     write: SyntheticWriter
+    sizes: type | None = None
+    reads: tuple[str, ...] | Callable[[], Sequence[str]] = ()
+
+    def read_files(self) -> tuple[str, ...]:
+        return tuple(self.reads() if callable(self.reads) else self.reads)
+
+    def options(self) -> list[Any]:
+        """The task's size options (dataclass fields)."""
+        return list(fields(self.sizes)) if self.sizes is not None else []
+
+
+@dataclass(frozen=True)
+class OfferedQuestions:
+    """A task's labelled questions, as another task's synthetic data may use them.
+
+    ``questions``: image id -> [(sentence, label {answer: score})]; ``answers``: the answers these
+    labels use that belong to the task's answer table; ``held_out``: images the task evaluates on
+    (kept out of training data); ``hidden``: test images whose labels are secret (kept out of all).
+    """
+
+    questions: dict[str, list[tuple[str, dict[str, float]]]]
+    answers: frozenset[str]
+    held_out: frozenset[str] = frozenset()
+    hidden: frozenset[str] = frozenset()
+
+
+QuestionReader = Callable[[Path], OfferedQuestions]
+
+
+def offered_from(
+    paths: Sequence[Path], table: Collection[str], held_out: Collection[str] = (), hidden: Collection[str] = ()
+) -> OfferedQuestions:
+    """The labelled questions of JSON record files (``img_id``, ``sent``, ``label``), in file order;
+    ``answers`` are the labels' answers found in ``table``."""
+    questions: dict[str, list[tuple[str, dict[str, float]]]] = {}
+    answers: set[str] = set()
+    for path in paths:
+        for rec in json.loads(Path(path).read_text(encoding="utf-8")):
+            questions.setdefault(rec["img_id"], []).append((rec["sent"], rec["label"]))
+            answers.update(a for a in rec["label"] if a in table)
+    return OfferedQuestions(questions, frozenset(answers), frozenset(held_out), frozenset(hidden))
+
+
+def image_ids(path: Path) -> set[str]:
+    """The ``img_id`` of every record of a JSON record file."""
+    return {rec["img_id"] for rec in json.loads(Path(path).read_text(encoding="utf-8"))}
+
+
+@dataclass(frozen=True)
+class QuestionOffer:
+    """``read(out)`` reads a task's questions from its ``files`` under the data root ``out``."""
+
+    task: str
+    files: tuple[str, ...]
+    read: QuestionReader
 
 
 _SYNTHETIC: dict[str, SyntheticTask] = {}
+_OFFERS: dict[str, QuestionOffer] = {}
 
 
-def register_synthetic(name: str, files: Sequence[str]) -> Callable[[SyntheticWriter], SyntheticWriter]:
-    """Decorator: ``write(gen, out)`` adds ``files`` to every synthetic root, drawn from ``Generator(cfg,
-    stream=name)``."""
+def _where(fn: Any) -> str:
+    code = getattr(fn, "__code__", None)
+    return f"{getattr(fn, '__qualname__', repr(fn))} ({code.co_filename if code else '?'})"
+
+
+def _check_path(task: str, rel: str) -> str:
+    path = PurePosixPath(rel)
+    if not rel or path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"synthetic data of task {task!r}: {rel!r} is not a path inside the data root")
+    return str(path)
+
+
+def register_synthetic(
+    task: str,
+    files: Sequence[str],
+    *,
+    sizes: type | None = None,
+    reads: Sequence[str] | Callable[[], Sequence[str]] = (),
+) -> Callable[[SyntheticWriter], SyntheticWriter]:
+    """Decorator: ``write(gen, out)`` writes task ``task``'s ``files`` into every synthetic root.
+
+    ``sizes``: a frozen dataclass of the task's size options (every field with an int or float
+    default; ``__post_init__`` checks them), given to the writer as ``gen.sizes``. ``reads``: files
+    of other tasks the writer reads (it runs after their writers), or a function listing them.
+    """
+    if sizes is not None and not (is_dataclass(sizes) and isinstance(sizes, type)):
+        raise TypeError(f"synthetic sizes of task {task!r} must be a dataclass type, got {sizes!r}")
+    for f in fields(sizes) if sizes is not None else ():
+        if f.default is MISSING or type(f.default) not in (int, float):
+            raise TypeError(f"synthetic size {f.name!r} of task {task!r} needs an int or float default")
+    entry_files = tuple(_check_path(task, f) for f in files)
 
     def add(fn: SyntheticWriter) -> SyntheticWriter:
-        if name in _SYNTHETIC and _SYNTHETIC[name].write is not fn:
-            raise ValueError(f"synthetic data for {name!r} is already registered")
-        _SYNTHETIC[name] = SyntheticTask(name, tuple(files), fn)
+        known = _SYNTHETIC.get(task)
+        if known is not None and not same_definition(known.write, fn):
+            raise ValueError(
+                f"synthetic data of task {task!r} is registered twice: by {_where(known.write)} and {_where(fn)}"
+            )
+        entry = SyntheticTask(task, entry_files, fn, sizes, reads if callable(reads) else tuple(reads))
+        names = {f.name for f in entry.options()}
+        for other in _SYNTHETIC.values():
+            if other.name == task:
+                continue
+            shared = sorted(set(entry_files) & set(other.files))
+            if shared:
+                raise ValueError(f"tasks {other.name!r} and {task!r} both write the synthetic file {shared[0]}")
+            clash = sorted(names & {f.name for f in other.options()})
+            if clash:
+                raise ValueError(f"tasks {other.name!r} and {task!r} both declare the synthetic size {clash[0]!r}")
+        if known is None or fn.__module__ != "__main__":  # keep the importable copy
+            _SYNTHETIC[task] = entry
+        return fn
+
+    return add
+
+
+def offer_questions(task: str, files: Sequence[str]) -> Callable[[QuestionReader], QuestionReader]:
+    """Decorator: ``read(out)`` gives task ``task``'s labelled questions, read from its ``files``."""
+    offer_files = tuple(_check_path(task, f) for f in files)
+
+    def add(fn: QuestionReader) -> QuestionReader:
+        known = _OFFERS.get(task)
+        if known is not None and not same_definition(known.read, fn):
+            raise ValueError(f"questions of task {task!r} are offered twice: by {_where(known.read)} and {_where(fn)}")
+        if known is None or fn.__module__ != "__main__":
+            _OFFERS[task] = QuestionOffer(task, offer_files, fn)
         return fn
 
     return add
 
 
 def synthetic_tasks() -> list[SyntheticTask]:
-    """Every registered task's synthetic data, by name (task modules are imported first)."""
-    discover(("tasks",))
+    """Every registered task's synthetic data, by name (the task packages are imported first)."""
+    discover()
     return [_SYNTHETIC[n] for n in sorted(_SYNTHETIC)]
 
 
-def output_files(out: Path) -> list[Path]:
-    """Every file ``generate`` writes (relative layout of the original data root)."""
-    names = [
-        *(f"mscoco_imgfeat/{s}_obj36.tsv" for s in ("train2014", "val2014", "test2015")),
-        *(f"vg_gqa_imgfeat/{s}_obj36.tsv" for s in ("vg_gqa", "gqa_testdev")),
-        *(f"nlvr2_imgfeat/{s}_obj36.tsv" for s in ("train", "valid", "test")),
-        *(f"vqa/{s}.json" for s in ("train", "nominival", "minival", "test")),
-        *(f"gqa/{s}.json" for s in ("train", "valid", "testdev", "submit")),
-        *(f"nlvr2/{s}.json" for s in ("train", "valid", "test")),
-        *(f"lxmert/{s}.json" for s in ("mscoco_train", "mscoco_nominival", "mscoco_minival", "vgnococo")),
-        "lxmert/all_ans.json",
-        *(f"{t}/trainval_{k}.json" for t in ("vqa", "gqa") for k in ("ans2label", "label2ans")),
-    ]
-    names += [f for task in synthetic_tasks() for f in task.files]
-    return [out / n for n in names]
+def question_offers() -> list[QuestionOffer]:
+    """Every task's offered questions, by task name."""
+    discover()
+    return [_OFFERS[n] for n in sorted(_OFFERS)]
 
 
-def generate(out: str | Path, config: SyntheticConfig | None = None, progress: bool = True) -> dict[str, int]:
-    """Write the synthetic data root; returns counts of images and records per file."""
+def offered_files() -> list[str]:
+    """The files every offer reads (a writer that reads offers lists them in its ``reads``)."""
+    return [f for offer in question_offers() for f in offer.files]
+
+
+def read_offers(out: Path) -> dict[str, OfferedQuestions]:
+    """Task name -> its offered questions, read from the data root ``out``."""
+    return {offer.task: offer.read(Path(out)) for offer in question_offers()}
+
+
+def plan(tasks: Collection[str] | None = None) -> list[SyntheticTask]:
+    """The writers to run, in order: ``tasks`` (None: all) and those whose files they read, each
+    after the writers of the files it reads (ties by name)."""
+    registered = {t.name: t for t in synthetic_tasks()}
+    owner = {f: t.name for t in registered.values() for f in t.files}
+    needs: dict[str, set[str]] = {}
+    for t in registered.values():
+        needs[t.name] = set()
+        for f in t.read_files():
+            if f not in owner:
+                raise ValueError(f"synthetic data of task {t.name!r} reads {f}, which no registered task writes")
+            if owner[f] != t.name:
+                needs[t.name].add(owner[f])
+    wanted = set(registered) if tasks is None else set(tasks)
+    unknown = sorted(wanted - set(registered))
+    if unknown:
+        raise ValueError(f"no synthetic data for task(s) {', '.join(unknown)}; known: {', '.join(sorted(registered))}")
+    todo = list(wanted)
+    while todo:
+        for dep in needs[todo.pop()] - wanted:
+            wanted.add(dep)
+            todo.append(dep)
+    order: list[SyntheticTask] = []
+    done: set[str] = set()
+    while len(order) < len(wanted):
+        ready = sorted(n for n in wanted - done if needs[n] <= done)
+        if not ready:
+            stuck = sorted(wanted - done)
+            raise ValueError(f"synthetic data of tasks {', '.join(stuck)} read each other's files (a cycle)")
+        order.append(registered[ready[0]])
+        done.add(ready[0])
+    return order
+
+
+def resolve_sizes(config: SyntheticConfig) -> dict[str, Any]:
+    """Task name -> its size options (``config.sizes`` over the declared defaults); unknown names,
+    negative counts and values a task refuses are errors naming the option."""
+    tasks = synthetic_tasks()
+    declared = {f.name: (t, f) for t in tasks for f in t.options()}
+    unknown = sorted(set(config.sizes) - set(declared))
+    if unknown:
+        raise ValueError(f"unknown synthetic size(s) {', '.join(unknown)}; known: {', '.join(sorted(declared))}")
+    for name, value in config.sizes.items():
+        kind = type(declared[name][1].default)
+        wrong = isinstance(value, bool) or not isinstance(value, (int, float))
+        if wrong or (kind is int and not isinstance(value, int)):
+            raise ValueError(f"synthetic size {name} must be {kind.__name__}, got {value!r}")
+        if value < 0:
+            raise ValueError(f"synthetic size {name} must be >= 0, got {value}")
+    resolved: dict[str, Any] = {}
+    for t in tasks:
+        if t.sizes is not None:
+            given = {f.name: config.sizes[f.name] for f in t.options() if f.name in config.sizes}
+            try:
+                resolved[t.name] = t.sizes(**given)
+            except ValueError as err:
+                raise ValueError(f"synthetic sizes of task {t.name!r}: {err}") from None
+    return resolved
+
+
+def output_files(out: str | Path, tasks: Collection[str] | None = None) -> list[Path]:
+    """Every file ``generate(out, tasks=tasks)`` writes."""
+    return [Path(out) / f for t in plan(tasks) for f in t.files]
+
+
+def generate(
+    out: str | Path,
+    config: SyntheticConfig | None = None,
+    progress: bool = True,
+    tasks: Collection[str] | None = None,
+) -> dict[str, int]:
+    """Write the synthetic data root of ``tasks`` (None: every task; the owners of files they read
+    are added); returns counts of images or records per file."""
     cfg = config or SyntheticConfig()
     out = Path(out)
-    gen = Generator(cfg)
+    sizes = resolve_sizes(cfg)
     counts: dict[str, int] = {}
-
-    coco = {
-        "train2014": gen.coco_images("train2014", cfg.coco_train_images),
-        "val2014": gen.coco_images("val2014", cfg.coco_val_images),
-        "test2015": gen.coco_images("test2015", cfg.coco_test_images),
-    }
-    minival, nominival = coco["val2014"][: cfg.minival_images], coco["val2014"][cfg.minival_images :]
-    vg = [gen.image(str(gen.unique_number(1, 2420000))) for _ in range(cfg.vg_images)]
-    gqa_test = [gen.image(f"n{gen.unique_number(1, 600000)}") for _ in range(cfg.gqa_submit_images)]
-    testdev = [gen.image(f"n{gen.unique_number(1, 600000)}") for _ in range(cfg.gqa_testdev_images)]
-    nlvr2 = {
-        split: gen.nlvr2_split(split, prefix, sets)
-        for split, prefix, sets in (
-            ("train", "train", cfg.nlvr2_train_sets),
-            ("valid", "dev", cfg.nlvr2_valid_sets),
-            ("test", "test1", cfg.nlvr2_test_sets),
-        )
-    }
-
-    vqa = {
-        "train": gen.vqa_records(coco["train2014"], labelled=True),
-        "nominival": gen.vqa_records(nominival, labelled=True),
-        "minival": gen.vqa_records(minival, labelled=True),
-        "test": gen.vqa_records(coco["test2015"], labelled=False),
-    }
-    gqa_train, gqa_valid = vg[cfg.gqa_valid_images :], vg[: cfg.gqa_valid_images]
-    gqa = {
-        "train": gen.gqa_records(gqa_train, labelled=True),
-        "valid": gen.gqa_records(gqa_valid, labelled=True),
-        "testdev": gen.gqa_records(testdev, labelled=True),
-        "submit": gen.gqa_records(gqa_test, labelled=False),
-    }
-    for split, records in vqa.items():
-        write_json(out / "vqa" / f"{split}.json", records)
-        counts[f"vqa/{split}.json"] = len(records)
-    for split, records in gqa.items():
-        write_json(out / "gqa" / f"{split}.json", records)
-        counts[f"gqa/{split}.json"] = len(records)
-    for split, (records, _) in nlvr2.items():
-        write_json(out / "nlvr2" / f"{split}.json", records)
-        counts[f"nlvr2/{split}.json"] = len(records)
-
-    # Pretraining: one entry per image with its captions and its questions from the task files.
-    by_image: dict[str, dict[str, list[tuple[str, dict[str, float]]]]] = {}
-    for split in ("train", "nominival", "minival"):
-        for rec in vqa[split]:
-            by_image.setdefault(rec["img_id"], {}).setdefault("vqa", []).append((rec["sent"], rec["label"]))
-    for rec in gqa["train"] + gqa["valid"]:
-        by_image.setdefault(rec["img_id"], {}).setdefault("gqa", []).append((rec["sent"], rec["label"]))
-    lxmert = {
-        "mscoco_train": [gen.lxmert_entry(i, by_image.get(i.img_id, {}), "mscoco") for i in coco["train2014"]],
-        "mscoco_nominival": [gen.lxmert_entry(i, by_image.get(i.img_id, {}), "mscoco") for i in nominival],
-        "mscoco_minival": [gen.lxmert_entry(i, by_image.get(i.img_id, {}), "mscoco") for i in minival],
-        "vgnococo": [],
-    }
-    for img in vg:
-        qa = dict(by_image.get(img.img_id, {}))
-        qa["visual7w"] = [(f"What color is the {img.shape}?", {img.color: 1.0})]
-        if gen.rng.random() < 0.5:
-            qa["visual7w"].append(("When was this picture taken?", {VISUAL7W_ANSWER: 1.0}))
-        lxmert["vgnococo"].append(gen.lxmert_entry(img, qa, "vg"))
-    for name, entries in lxmert.items():
-        write_json(out / "lxmert" / f"{name}.json", entries)
-        counts[f"lxmert/{name}.json"] = len(entries)
-
-    vqa_answers, gqa_answers, all_ans = answer_tables(cfg.seed)
-    for task, answers in (("vqa", vqa_answers), ("gqa", gqa_answers)):
-        write_json(out / task / "trainval_ans2label.json", {a: i for i, a in enumerate(answers)}, indent=4)
-        write_json(out / task / "trainval_label2ans.json", answers)
-    write_json(out / "lxmert" / "all_ans.json", all_ans, indent=4)
-
-    tsvs = {
-        "mscoco_imgfeat/train2014_obj36.tsv": coco["train2014"],
-        "mscoco_imgfeat/val2014_obj36.tsv": coco["val2014"],
-        "mscoco_imgfeat/test2015_obj36.tsv": coco["test2015"],
-        "vg_gqa_imgfeat/vg_gqa_obj36.tsv": vg + gqa_test,
-        "vg_gqa_imgfeat/gqa_testdev_obj36.tsv": testdev,
-        **{f"nlvr2_imgfeat/{split}_obj36.tsv": images for split, (_, images) in nlvr2.items()},
-    }
-    total = sum(len(v) for v in tsvs.values())
-    with tqdm(total=total, desc="synthetic features", unit="img", disable=not progress) as bar:
-        for name, images in tsvs.items():
-            write_features(out / name, gen, images, bar)
-            counts[name] = len(images)
-    for task in synthetic_tasks():
-        counts.update(task.write(Generator(cfg, stream=task.name), out))
+    for task in plan(tasks):
+        written = task.write(Generator(cfg, task.name, sizes.get(task.name), progress), out)
+        missing = [f for f in task.files if not (out / f).is_file()]
+        extra = sorted(set(written) - set(task.files))
+        if missing or extra:
+            what = f"did not write {missing[0]}" if missing else f"wrote {extra[0]}, which it does not declare"
+            raise RuntimeError(f"synthetic writer of task {task.name!r} ({_where(task.write)}) {what}")
+        counts.update(written)
     return counts
+
+
+# ---- command line ---------------------------------------------------------------------------------
+
+SHARED_OPTIONS = tuple(f for f in fields(SyntheticConfig) if f.name != "sizes")
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tasks.synthetic",
         description="Write a small synthetic LXMERT data root (original layout and formats) with a learnable "
-        "colour/shape signal, for tests and smoke runs.",
+        "colour/shape signal, for tests and smoke runs: every task's files, or those of --tasks.",
     )
     parser.add_argument("--out", required=True, type=Path, help="data root to create (e.g. data_synth)")
     parser.add_argument("--force", action="store_true", help="overwrite files that already exist")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    defaults = SyntheticConfig()
-    for f in fields(SyntheticConfig):
-        value = getattr(defaults, f.name)
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}", type=type(value), default=value, help=f"(default: {value})"
-        )
+    parser.add_argument("--tasks", default="", help="comma-separated tasks to write (and those whose files "
+                        "they read); default: every task")
+    shared = parser.add_argument_group("shared by every task")
+    for f in SHARED_OPTIONS:
+        shared.add_argument(_flag(f.name), type=type(f.default), default=f.default, help=f"(default: {f.default})")
+    for task in synthetic_tasks():
+        if not task.options():
+            continue
+        group = parser.add_argument_group(f"sizes of {task.name}")
+        for f in task.options():
+            text = f.metadata.get("help", "")
+            group.add_argument(_flag(f.name), type=type(f.default), default=None, metavar="N",
+                               help=f"{text} (default: {f.default})".strip())
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    options = [f.name for t in synthetic_tasks() for f in t.options()]
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] or None
     try:
-        config = SyntheticConfig(**{f.name: getattr(args, f.name) for f in fields(SyntheticConfig)})
+        config = SyntheticConfig(
+            **{f.name: getattr(args, f.name) for f in SHARED_OPTIONS},
+            sizes={n: getattr(args, n) for n in options if getattr(args, n) is not None},
+        )
+        resolve_sizes(config)
+        existing = [p for p in output_files(args.out, tasks) if p.exists()]
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    existing = [p for p in output_files(args.out) if p.exists()]
     if existing and not args.force:
         print(
             f"error: {existing[0]} already exists ({len(existing)} files would be overwritten); "
@@ -526,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    counts = generate(args.out, config, progress=not args.quiet)
+    counts = generate(args.out, config, progress=not args.quiet, tasks=tasks)
     for name, count in counts.items():
         print(f"{args.out / name}: {count}")
     return 0

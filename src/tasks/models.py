@@ -1,4 +1,4 @@
-"""Task models: the LXMERT encoder and an answer MLP on its pooled output.
+"""Task models: the LXMERT encoder and an answer MLP on its pooled output, or on each region's output.
 
 Key layout of the original fine-tuned snapshots: ``lxrt_encoder.model.bert.*`` and
 ``logit_fc.{0,2,3}.*``.
@@ -6,6 +6,7 @@ Key layout of the original fine-tuned snapshots: ``lxrt_encoder.model.bert.*`` a
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from lxrt import LXRTConfig, TaskEncoder, answer_mlp, init_bert_weights
@@ -57,3 +58,31 @@ class NLVR2Model(Classifier):
 
     def __init__(self, config: LXRTConfig, pooled_only: bool = True) -> None:
         super().__init__(config, 2, pooled_only=pooled_only, images_per_example=2)
+
+
+class RegionScorer(nn.Module):
+    """(Sentence, image) -> one score per region (B, N), from an MLP on the encoder's vision outputs: the model
+    of region selection (referring expressions). Padded regions (``visual_mask`` 0) get the lowest float."""
+
+    def __init__(self, config: LXRTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.lxrt_encoder = TaskEncoder(config)
+        h = config.hidden_size
+        self.logit_fc = answer_mlp(h, 2 * h, 1, config.layer_norm_eps)
+        self.logit_fc.apply(init_bert_weights)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        feats: Tensor,
+        boxes: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        visual_mask: Tensor | None = None,
+    ) -> Tensor:
+        out = self.lxrt_encoder(input_ids, feats, boxes, attention_mask, token_type_ids, visual_mask)
+        scores = self.logit_fc(out.visn).squeeze(-1).float()
+        if visual_mask is None:
+            return scores
+        return scores.masked_fill(visual_mask == 0, torch.finfo(scores.dtype).min)

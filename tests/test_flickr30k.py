@@ -27,10 +27,7 @@ from tasks.synthetic import SyntheticConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
 # 256 / 64 / 32 two-object images, 5 captions each; 12 regions keep a CPU step short.
-SMALL = SyntheticConfig(seed=4, coco_train_images=4, coco_val_images=3, minival_images=1, coco_test_images=1,
-                        vg_images=4, gqa_valid_images=1, gqa_submit_images=1, gqa_testdev_images=1,
-                        nlvr2_train_sets=1, nlvr2_valid_sets=1, nlvr2_test_sets=1, task_images=256, num_boxes=12,
-                        dominant_fraction=0.9, noise=0.3)
+SMALL = SyntheticConfig(seed=4, num_boxes=12, dominant_fraction=0.9, noise=0.3, sizes=dict(flickr30k_images=256))
 TINY = LXRTConfig.tiny(hidden_size=64, num_attention_heads=4, intermediate_size=128, visual_feat_dim=64,
                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
@@ -38,7 +35,7 @@ TINY = LXRTConfig.tiny(hidden_size=64, num_attention_heads=4, intermediate_size=
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("flickr30k")
-    generate(out, SMALL, progress=False)
+    generate(out, SMALL, progress=False, tasks=["flickr30k"])
     return out
 
 

@@ -22,7 +22,7 @@ from tasks.answers import DataFormatError
 from tasks.models import RegionScorer
 from tasks.refcoco import RefCOCOTask, RefDataset
 from tasks.refcoco_prepare import load_plain_pickle, main, prepare
-from tasks.refcoco_synthetic import SYNTHETIC_FEATURES, synthetic_refcoco
+from tasks.refcoco_synthetic import SYNTHETIC_FEATURES, RefCOCOSizes, synthetic_refcoco
 from tasks.synthetic import Generator, SyntheticConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("refcoco")
-    synthetic_refcoco(Generator(SyntheticConfig(seed=3, task_images=200), stream="refcoco"), out)
+    synthetic_refcoco(Generator(SyntheticConfig(seed=3), stream="refcoco", sizes=RefCOCOSizes(refcoco_images=200)), out)
     return out
 
 

@@ -22,7 +22,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +106,18 @@ def two_objects(gen: Generator, first: Image, second: Image) -> RegionRecord:
     return replace(a, **{f: np.concatenate([x[:half], y[half:]]) for f, (x, y) in fields.items()})
 
 
-@register_synthetic("flickr30k", SYNTHETIC_FILES)
+@dataclass(frozen=True)
+class Flickr30kSizes:
+    """Synthetic images (5 captions each)."""
+
+    flickr30k_images: int = field(default=96, metadata={"help": "training images (val: 1/4, test: 1/8 as many)"})
+
+
+@register_synthetic("flickr30k", SYNTHETIC_FILES, sizes=Flickr30kSizes)
 def synthetic_flickr30k(gen: Generator, out: Path) -> dict[str, int]:
-    """A Karpathy file of two-object images (train: ``task_images``, val: a quarter, test: an eighth), its
-    conversion, and the images' features (see the module docstring)."""
-    n, entries, pairs = gen.cfg.task_images, [], []
+    """A Karpathy file of two-object images (train: ``flickr30k_images``, val: a quarter, test: an eighth),
+    its conversion, and the images' features (see the module docstring)."""
+    n, entries, pairs = gen.sizes.flickr30k_images, [], []
     for split, count in (("train", n), ("val", max(2, n // 4)), ("test", max(2, n // 8))):
         for _ in range(count):
             img_id = str(gen.unique_number(10**10, 10**11))  # outside SNLI-VE's synthetic ids

@@ -9,6 +9,7 @@ random. The ground truth is that region's box moved by up to 3% of its size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +47,18 @@ def synthetic_image(gen: Generator, img_id: str, refs: int) -> tuple[RegionRecor
     return record, targets
 
 
-@register_synthetic("refcoco", (*(f"refcoco/{s}.json" for s in SPLITS["refcoco"]), SYNTHETIC_FEATURES))
+@dataclass(frozen=True)
+class RefCOCOSizes:
+    """Synthetic images (2 referred regions each, 2 expressions per region)."""
+
+    refcoco_images: int = field(default=96, metadata={"help": "training images (val: 1/4, testA/testB: 1/8 as many)"})
+
+
+@register_synthetic("refcoco", (*(f"refcoco/{s}.json" for s in SPLITS["refcoco"]), SYNTHETIC_FEATURES),
+                    sizes=RefCOCOSizes)
 def synthetic_refcoco(gen: Generator, out: Path) -> dict[str, int]:
     """Synthetic RefCOCO (see the module docstring): 2 refs per image, 2 expressions per ref."""
-    n, rng = gen.cfg.task_images, gen.rng
+    n, rng = gen.sizes.refcoco_images, gen.rng
     counts, images, ref_id = {}, [], 0
     for split, count in zip(SPLITS["refcoco"], (n, max(1, n // 4), max(1, n // 8), max(1, n // 8))):
         records = []

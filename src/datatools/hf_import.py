@@ -72,10 +72,8 @@ class Release:
         return entry.path.split("/resolve/")[1].split("/")[0]
 
 
-RELEASES: tuple[Release, ...] = (
-    Release("vqa-model", "unc-nlp/lxmert-vqa-uncased", "vqa", "data/vqa/trainval_label2ans.json"),
-    Release("gqa-model", "unc-nlp/lxmert-gqa-uncased", "gqa", "data/gqa/trainval_label2ans.json"),
-)
+RELEASES: tuple[Release, ...] = tuple(Release(**spec) for spec in manifest.RELEASES)
+"""The released models of the manifest (``datatools/manifest.json``)."""
 
 
 def release_for(group: str) -> Release | None:
@@ -111,11 +109,11 @@ def check_keys(state: dict[str, torch.Tensor], facts: SnapshotFacts, source: str
     (checked against a model built without memory)."""
     import torch
 
-    from lxrt import LXRTEncoder, answer_mlp
+    from lxrt import TaskEncoder, answer_mlp
 
     h = facts.model.hidden_size
     with torch.device("meta"):
-        encoder = LXRTEncoder(facts.model)
+        encoder = TaskEncoder(facts.model)
         head = answer_mlp(h, 2 * h, facts.num_outputs, facts.model.layer_norm_eps)
     expected = {"lxrt_encoder." + k: v.shape for k, v in encoder.state_dict().items()}
     expected.update({"logit_fc." + k: v.shape for k, v in head.state_dict().items()})

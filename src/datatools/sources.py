@@ -9,27 +9,24 @@ end up where the original scripts expect them (e.g. ``snap/pretrained/model_LXRT
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lxrt import bert_hub
 
-UNC_BASE = "https://nlp.cs.unc.edu/data"
+MANIFEST_FILE = Path(__file__).with_name("manifest.json")
+"""The release's files as data: groups, entries (by kind) and released models (``hf_import``)."""
+_MANIFEST: dict[str, Any] = json.loads(MANIFEST_FILE.read_text(encoding="utf-8"))
+BASES: dict[str, str] = dict(_MANIFEST["bases"])
+UNC_BASE = BASES["unc"]
+NLVR_BASE = BASES["nlvr"]  # the lil-lab/nlvr commit the original pins as its data/nlvr2/nlvr submodule
+HF_BASE = BASES["hf"]
 # BERT-base uncased on the HuggingFace hub: the library's pinned table (revision, sizes, SHA-256).
 BERT_REVISION = bert_hub.BERT_REVISION
 BERT_BASE = bert_hub.BERT_BASE_URL
-# The lil-lab/nlvr commit that the original repository pins as its data/nlvr2/nlvr submodule.
-NLVR_COMMIT = "3afe9e57355ab49fb92a0dc231436e583d67d125"
-NLVR_BASE = f"https://raw.githubusercontent.com/lil-lab/nlvr/{NLVR_COMMIT}"
-# The PyTorch port of the bottom-up-attention detector's weights (used by the butd extractor).
-HF_BASE = "https://huggingface.co"
-# The released fine-tuned models in HF transformers' LxmertForQuestionAnswering layout, imported into task
-# snapshots after the download (``python -m datatools.hf_import``). VQA is pinned to the commit that last
-# changed its weights. For GQA only the short id of its last commit (4055268) is known here, not the full
-# one the hub's file URLs need: its files are read from ``main`` and its weights pinned by their SHA-256.
-VQA_MODEL_REVISION = "945e6172c6c93befbe8d64683f22d34cb567e8ab"
-GQA_MODEL_REVISION = "main"
 
 
 @dataclass(frozen=True)
@@ -65,137 +62,42 @@ class Source:
         return f"{(base_url or self.base).rstrip('/')}/{self.path}"
 
 
-GROUPS: dict[str, str] = {
-    "pretrained-model": "released LXMERT weights (snap/pretrained/model_LXRT.pth)",
-    "pretrained-epoch20": "weights from the repository's own 20-epoch pretraining run",
-    "vqa": "VQA 2.0 question JSON files (train, nominival, minival, test)",
-    "gqa": "GQA balanced question JSON files (train, valid, testdev, submit)",
-    "nlvr2": "raw NLVR2 annotations from lil-lab/nlvr (converted to data/nlvr2/*.json separately)",
-    "pretrain": "aggregated pretraining JSON files (data/lxmert, ~700 MB together)",
-    "features-coco": "Faster R-CNN obj36 features for MS COCO train2014, val2014, test2015",
-    "features-vg-gqa": "obj36 features for Visual Genome + GQA test images, and GQA testdev (30 GB together)",
-    "features-nlvr2": "obj36 features for NLVR2 train, valid, test",
-    "bert": "BERT-base uncased from the HuggingFace hub (snap/bert/bert-base-uncased; fetched on first use)",
-    "butd-detector": "bottom-up-attention Faster R-CNN weights for --extractor butd (snap/detector, 262 MB)",
-    "vqa-model": "the released fine-tuned VQA model (HF unc-nlp/lxmert-vqa-uncased), imported as "
-    "snap/vqa/lxmert-vqa-uncased/BEST.pth (856 MB)",
-    "gqa-model": "the released fine-tuned GQA model (HF unc-nlp/lxmert-gqa-uncased), imported as "
-    "snap/gqa/lxmert-gqa-uncased/BEST.pth (848 MB)",
-}
+GROUPS: dict[str, str] = dict(_MANIFEST["groups"])
 
 
-def _json(group: str, folder: str, stem: str) -> Source:
-    return Source(
-        name=f"{folder}/{stem}",
-        group=group,
-        path=f"lxmert_data/{folder}/{stem}.json",
-        dest=f"data/{folder}/{stem}.json",
-    )
+def _entries(spec: dict[str, Any]) -> list[Source]:
+    """The ``Source`` entries one manifest item describes (see ``manifest.json``'s kinds)."""
+    kind = spec["kind"]
+    opt = {k: spec[k] for k in ("size", "sha256", "approx_size") if k in spec}
+    if kind == "file":
+        base = BASES[spec.get("base", "unc")]
+        return [Source(spec["name"], spec["group"], spec["path"], spec["dest"], base=base, **opt)]
+    if kind == "json":
+        folder = spec["folder"]
+        return [Source(f"{folder}/{stem}", spec["group"], f"lxmert_data/{folder}/{stem}.json",
+                       f"data/{folder}/{stem}.json") for stem in spec["stems"]]  # fmt: skip
+    if kind == "features":
+        folder, stem = spec["folder"], spec["stem"]
+        return [Source(f"{folder}/{stem}", spec["group"], f"lxmert_data/{folder}/{stem}.zip",
+                       f"data/{folder}/{stem}.zip", outputs=(f"data/{folder}/{stem}.tsv",), **opt)]  # fmt: skip
+    if kind == "bert":
+        return [Source(f"bert/{bert_hub.BERT_BASE_NAME}/{f.name}", "bert", f.name,
+                       f"snap/bert/{bert_hub.BERT_BASE_NAME}/{f.name}", base=BERT_BASE, size=f.size, sha256=f.sha256)
+                for f in bert_hub.bert_files(bert_hub.SAFETENSORS)]  # fmt: skip
+    if kind == "hf":  # a released HF model's file, kept under snap/hf/<model>/ until it is imported
+        model, file = spec["repo"].split("/")[-1], spec["file"]
+        return [Source(f"hf/{model}/{file}", spec["group"], f"{spec['repo']}/resolve/{spec['revision']}/{file}",
+                       f"snap/hf/{model}/{file}", base=HF_BASE, **opt)]  # fmt: skip
+    raise ValueError(f"{MANIFEST_FILE}: unknown entry kind {kind!r}")
 
 
-def _features(group: str, folder: str, stem: str, approx: str) -> Source:
-    return Source(
-        name=f"{folder}/{stem}",
-        group=group,
-        path=f"lxmert_data/{folder}/{stem}.zip",
-        dest=f"data/{folder}/{stem}.zip",
-        outputs=(f"data/{folder}/{stem}.tsv",),
-        approx_size=approx,
-    )
-
-
-def _bert(file: bert_hub.BertFile) -> Source:
-    return Source(
-        name=f"bert/{bert_hub.BERT_BASE_NAME}/{file.name}",
-        group="bert",
-        path=file.name,
-        dest=f"snap/bert/{bert_hub.BERT_BASE_NAME}/{file.name}",
-        base=BERT_BASE,
-        size=file.size,
-        sha256=file.sha256,
-    )
-
-
-def _hf_model(group: str, repo: str, revision: str, file: str, size: int | None = None,
-              sha256: str | None = None, approx: str = "") -> Source:
-    """A file of a released HF model, stored under ``snap/hf/<model>/`` until it is imported."""
-    model = repo.split("/")[-1]
-    return Source(
-        name=f"hf/{model}/{file}",
-        group=group,
-        path=f"{repo}/resolve/{revision}/{file}",
-        dest=f"snap/hf/{model}/{file}",
-        base=HF_BASE,
-        size=size,
-        sha256=sha256,
-        approx_size=approx,
-    )
-
-
-def _nlvr_raw(stem: str, size: int | None = None, sha256: str | None = None) -> Source:
-    return Source(
-        name=f"nlvr2/raw/{stem}",
-        group="nlvr2",
-        path=f"nlvr2/data/{stem}.json",
-        dest=f"data/nlvr2/nlvr/nlvr2/data/{stem}.json",
-        base=NLVR_BASE,
-        size=size,
-        sha256=sha256,
-    )
-
-
-SOURCES: tuple[Source, ...] = (
-    Source(
-        name="pretrained/model_LXRT",
-        group="pretrained-model",
-        path="model_LXRT.pth",
-        dest="snap/pretrained/model_LXRT.pth",
-        approx_size="870 MB",
-    ),
-    Source(
-        name="pretrained/Epoch20_LXRT",
-        group="pretrained-epoch20",
-        path="github_pretrain/lxmert20/Epoch20_LXRT.pth",
-        dest="snap/pretrained/Epoch20_LXRT.pth",
-        approx_size="870 MB",
-    ),
-    *(_json("vqa", "vqa", s) for s in ("train", "nominival", "minival", "test")),
-    *(_json("gqa", "gqa", s) for s in ("train", "valid", "testdev", "submit")),
-    _nlvr_raw("train"),
-    _nlvr_raw("dev", 3762423, "7c44bc7831c0e060ae7d31807c91cc0c9791322363d8d86828fb44a77f09ae88"),
-    _nlvr_raw("test1", 3780579, "f49a6c512d6868f8faf3b3bbe1a816bf5e8643f13c1bf26e527a21b84e27e2ec"),
-    *(_json("pretrain", "lxmert", s) for s in ("mscoco_train", "mscoco_nominival", "mscoco_minival", "vgnococo")),
-    _features("features-coco", "mscoco_imgfeat", "train2014_obj36", "17 GB"),
-    _features("features-coco", "mscoco_imgfeat", "val2014_obj36", "8 GB"),
-    _features("features-coco", "mscoco_imgfeat", "test2015_obj36", "16 GB"),
-    _features("features-vg-gqa", "vg_gqa_imgfeat", "vg_gqa_obj36", ""),
-    _features("features-vg-gqa", "vg_gqa_imgfeat", "gqa_testdev_obj36", ""),
-    _features("features-nlvr2", "nlvr2_imgfeat", "train_obj36", "21 GB"),
-    _features("features-nlvr2", "nlvr2_imgfeat", "valid_obj36", "1.6 GB"),
-    _features("features-nlvr2", "nlvr2_imgfeat", "test_obj36", "1.6 GB"),
-    *(_bert(f) for f in bert_hub.bert_files(bert_hub.SAFETENSORS)),
-    Source(
-        name="detector/frcnn-vg-finetuned",
-        group="butd-detector",
-        path="unc-nlp/frcnn-vg-finetuned/resolve/main/pytorch_model.bin",
-        dest="snap/detector/pytorch_model.bin",
-        base=HF_BASE,
-        approx_size="262 MB",
-    ),
-    _hf_model("vqa-model", "unc-nlp/lxmert-vqa-uncased", VQA_MODEL_REVISION, "config.json", 880),
-    # size and SHA-256 of the weights from a Git LFS pointer of this file (855915865 bytes: the 856 MB the
-    # model page lists)
-    _hf_model("vqa-model", "unc-nlp/lxmert-vqa-uncased", VQA_MODEL_REVISION, "pytorch_model.bin", 855915865,
-              "22a5f430729071f0ac40255db9f90e65a9741006df456bcb20d7a52d143afabe", "856 MB"),
-    _hf_model("gqa-model", "unc-nlp/lxmert-gqa-uncased", GQA_MODEL_REVISION, "config.json", 880),
-    # SHA-256 from the model page's Git LFS details (848 MB; the page does not give the exact byte count)
-    _hf_model("gqa-model", "unc-nlp/lxmert-gqa-uncased", GQA_MODEL_REVISION, "pytorch_model.bin", None,
-              "17865ec9f41f90894fc637e77dbff135b55038efd384a617a020a7dc4026a966", "848 MB"),
-)
+SOURCES: tuple[Source, ...] = tuple(e for spec in _MANIFEST["sources"] for e in _entries(spec))
+RELEASES: tuple[dict[str, Any], ...] = tuple(_MANIFEST["releases"])
+"""Released fine-tuned models: their download group, HF repo, task, answer table and text length."""
 
 
 def select(selectors: Iterable[str], sources: tuple[Source, ...] = SOURCES) -> list[Source]:
-    """Entries named by group (``vqa``), by entry name (``vqa/train``) or ``all``, in manifest order."""
+    """Entries named by group, by entry name (``<folder>/<stem>``) or ``all``, in manifest order."""
     wanted: set[str] = set()
     for sel in selectors:
         if sel == "all":

@@ -18,8 +18,8 @@ from demo.easy_vqa_data import (
     split_minival,
 )
 from demo.plots import RIGHT, WRONG, plot_learning_curves, plot_prediction_grid
-from features.extract import load_image
 from features.extractors import create_extractor
+from features.images import load_image
 from features.store import FeatureStore
 
 KEYS = {"answer_type", "img_id", "label", "question_id", "question_type", "sent"}

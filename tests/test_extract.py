@@ -10,14 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from features.extract import (
-    BadImageError,
-    extract_folder,
-    find_images,
-    load_image,
-    main,
-    skipped_report_path,
-)
+from features.extract import extract_folder, main, skipped_report_path
 from features.extractors import (
     RegionExtractor,
     Regions,
@@ -32,6 +25,7 @@ from features.extractors import (
     resample,
     to_rgb,
 )
+from features.images import BadImageError, find_images, load_image
 from features.store import FeatureStore
 
 BG, RED = (240, 236, 250), (255, 0, 0)

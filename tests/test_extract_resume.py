@@ -131,10 +131,10 @@ def _labelled_plugin(tmp_path: Path) -> Path:
             """
             import os, time
             import numpy as np
-            import features.extract
+            import features.extraction
             from features.extractors import Regions, register_extractor
 
-            features.extract.CHECKPOINT_SECONDS = 0.0  # checkpoint after every image
+            features.extraction.CHECKPOINT_SECONDS = 0.0  # checkpoint after every image
 
             @register_extractor("test-slow")
             class Slow:

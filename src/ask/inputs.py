@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 from ask.checkpoints import AskError
-from features.extract import BadImageError, load_image
 from features.extractors import RegionExtractor, Regions, available_extractors, create_extractor, to_rgb
+from features.images import BadImageError, load_image
 
 DEFAULT_MAX_PIXELS = 40_000_000
 VOCAB_FILES = {"objects": "objects_vocab.txt", "attributes": "attributes_vocab.txt"}

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from features.extract import extract_folder
+from features.extraction import extract_folder
 from features.store import FeatureStore, StoreError
 from lxrt.fileio import atomic_write_text
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lxrt.fileio import atomic_write
+from lxrt.fileio import atomic_write, fsync_dir
 
 FIELDNAMES: tuple[str, ...] = (
     "img_id",
@@ -200,3 +200,38 @@ def write_tsv(path: str | os.PathLike, records: Iterable[RegionRecord]) -> int:
 
     atomic_write(path, write)
     return count
+
+
+class TsvAppender:
+    """obj36 TSV records appended to ``<tsv>.partial`` (fsynced on ``flush``, which returns the bytes
+    written so far, so a resumed writer can cut the file back to them); ``finish()`` moves the file
+    into place."""
+
+    def __init__(self, path: str | os.PathLike, resume_bytes: int | None) -> None:
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_bytes is None:
+            self._f = open(self.partial, "wb")  # noqa: SIM115 - open for the whole extraction
+        else:
+            self._f = open(self.partial, "r+b")  # noqa: SIM115
+            self._f.truncate(int(resume_bytes))
+            self._f.seek(0, os.SEEK_END)
+
+    def add(self, record: RegionRecord) -> None:
+        self._f.write(format_record(record))
+
+    def flush(self) -> int:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        return self._f.tell()
+
+    def finish(self) -> Path:
+        self.flush()
+        self._f.close()
+        os.replace(self.partial, self.path)
+        fsync_dir(self.path.parent)
+        return self.path
+
+    def close(self) -> None:
+        self._f.close()

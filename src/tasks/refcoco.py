@@ -124,7 +124,7 @@ class RefCOCOTask(FinetuneTask):
 
     def write_predictions(self, predictions: Mapping, dataset: TaskDataset, output_dir: Path, split: str) -> list[Path]:
         path, out = Path(output_dir) / f"{split}_predict.json", Path(output_dir) / f"{split}_accuracy.json"
-        check_complete(predictions, submission_ids(dataset, self.cfg.allow_missing), str(path))
+        check_complete(predictions, submission_ids(self, dataset, self.cfg.allow_missing), str(path))
         rows = [{"sent_id": i, "ref_id": dataset.id2datum[i]["ref_id"], **p} for i, p in predictions.items()]
         summary = {"split": split, "expressions": len(rows), **self.score(predictions, dataset)}
         return [atomic_write_text(path, json.dumps(rows, indent=4, sort_keys=True)),

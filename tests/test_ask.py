@@ -184,7 +184,7 @@ def test_cli_bad_input_is_a_clear_error(demo_run, tmp_path, capsys) -> None:
         ([img, "   "], ["empty question"]),
         ([img, img, "two images?"], ['takes IMAGE "QUESTION"', "2 image(s)"]),
         ([img, "what?", "--load", str(tmp_path / "nothing")], ["checkpoint not found"]),
-        ([img, "what?", "--task", "nlvr2"], ["--task nlvr2", "question-answering snapshot"]),
+        ([img, "what?", "--task", "nlvr2"], ["--task nlvr2", "says it is a snapshot of task easy_vqa"]),
         ([img, "what?", "--extractor", "grid"], ["198-d features", "trained on 268-d"]),
         ([img, "what?", "--extractor", "nope"], ["unknown extractor 'nope'"]),
     ]
@@ -258,7 +258,7 @@ def test_snapshots_that_do_not_fit_are_clear_errors(vqa_snapshot, photo, tmp_pat
         Asker.from_checkpoint(path, extractor="grid+object", data_root=REPO_DATA)
     with pytest.raises(AskError, match=r"has 3129 answers but the answer table .*gqa.* has 1842"):
         Asker.from_checkpoint(path, task="gqa", **opts)
-    with pytest.raises(AskError, match="--task nlvr2, but the file is a question-answering snapshot"):
+    with pytest.raises(AskError, match=r"--task nlvr2, but the file has a one-image head \(3129 outputs\)"):
         Asker.from_checkpoint(path, task="nlvr2", **opts)
     with pytest.raises(AskError, match=NO_EXTRACTOR):  # no extractor given: butd, without its weights here
         Asker.from_checkpoint(path, data_root=REPO_DATA)
@@ -270,7 +270,7 @@ def test_snapshots_that_do_not_fit_are_clear_errors(vqa_snapshot, photo, tmp_pat
     (short / "vqa" / "trainval_ans2label.json").write_text(json.dumps({a: i for i, a in enumerate(labels)}))
     with pytest.raises(AskError, match="has 3129 answers but the answer table .* has 3128"):
         Asker.from_checkpoint(path, task="vqa", **{**opts, "data_root": short})
-    with pytest.raises(AskError, match="3129 answers and no config.json saying its task"):
+    with pytest.raises(AskError, match="one-image head with 3129 outputs and no facts file or config.json saying"):
         Asker.from_checkpoint(path, **{**opts, "data_root": short})
 
     state = torch.load(path, weights_only=True)
@@ -302,7 +302,7 @@ def test_snapshots_that_do_not_fit_are_clear_errors(vqa_snapshot, photo, tmp_pat
     asker = Asker.from_checkpoint(path, max_pixels=5000, **opts)
     with pytest.raises(AskError, match="120x90 = 0.0 megapixels; the limit"):
         asker.ask(photo, "what?")
-    with pytest.raises(AskError, match="vqa model: it answers questions about one image"):
+    with pytest.raises(AskError, match="vqa model: it answers a question about one image"):
         Asker.from_checkpoint(path, **opts).verify(photo, photo, "A statement.")
 
 
@@ -331,7 +331,7 @@ def test_nlvr2_snapshot_judges_a_pair(photo, tmp_path, capsys) -> None:
     assert Image.open(tmp_path / "pair.png").format == "PNG"
     with pytest.raises(AskError, match="two images"):
         asker.ask(photo, "what?")
-    with pytest.raises(AskError, match="--task vqa, but the file is an NLVR2 snapshot"):
+    with pytest.raises(AskError, match="--task vqa, but the file has a head on two images"):
         Asker.from_checkpoint(path, task="vqa", **opts)
 
     photo.save(tmp_path / "left.png")
@@ -353,7 +353,7 @@ def test_nlvr2_snapshot_judges_a_pair(photo, tmp_path, capsys) -> None:
     judged = Asker.from_checkpoint(false_path, **opts).verify(photo, other, "The left image has more colours.")
     assert 0 < judged.prob_true < 0.2
     assert ask_main([*argv[:4], str(false_path), *argv[5:]]) == 0
-    assert capsys.readouterr().out.splitlines()[1] == f"  false  (P(true) = {judged.prob_true:.3f})"
+    assert capsys.readouterr().out.splitlines()[2] == f"  false  (P(true) = {judged.prob_true:.3f})"
 
 
 # ---- drawing

@@ -69,7 +69,7 @@ def test_odd_question_bytes_are_answered_and_drawn(snapshot, tmp_path: Path, que
     done = _ask(str(photo), question, "--load", str(best), *OPTIONS, "--out", str(png), cwd=tmp_path)
     assert done.returncode == 0 and done.stderr == b"", done.stderr.decode(errors="replace")[-2000:]
     assert _no_controls(done.stdout), done.stdout
-    first = done.stdout.decode().splitlines()[0]
+    first = done.stdout.decode().splitlines()[1]  # after the model line
     assert first.startswith("Q: ") and "\udcff" not in first
     if b"\xff" in question:
         assert first == "Q: what \ufffd\ufffd colour is \ufffd it?"

@@ -24,19 +24,21 @@ from PIL import Image
 
 from ask import find_checkpoints
 from ask.serve import (
-    EASY_VQA_EXAMPLES,
     NO_ANSWER,
     Service,
     build_page,
-    example_images,
     launch_page,
+    own_examples,
+    photo_examples,
     upload_path,
     upload_roots,
 )
 from demo.easy_vqa_data import image_path
 from features.extractors import available_extractors
 from lxrt import LXRTConfig, save_state_dict
-from tasks.models import Classifier, NLVR2Model
+from lxrt.snapshot import SnapshotFacts, write_facts
+from tasks.flickr30k import Matcher
+from tasks.models import Classifier, NLVR2Model, RegionScorer
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The default extractor for a snapshot other than the demo's: butd (a message about its weights once it
@@ -108,9 +110,9 @@ def test_bad_requests_give_a_message_and_the_service_keeps_serving(demo_run, tmp
     _, _, status = service.answer(str(good), "what?", str(tmp_path / "other" / "BEST.pth"))
     assert "not one of the models listed" in status
     verdict, left, right, status = service.verify(str(good), str(good), "There is a shape.", None)
-    assert verdict == NO_ANSWER and left is None and "no NLVR2 snapshot" in status
+    assert verdict == NO_ANSWER and left is None and "no snapshot of nlvr2 under snap/" in status
     _, _, _, status = service.verify(str(good), str(good), "There is a shape.", str(best))
-    assert "easy_vqa model: it answers questions about one image" in status
+    assert "easy_vqa model: it answers a question about one image" in status
 
 
 def test_model_picker_lists_snapshots_with_their_task(demo_run, tmp_path) -> None:
@@ -128,7 +130,7 @@ def test_model_picker_lists_snapshots_with_their_task(demo_run, tmp_path) -> Non
     assert "unreadable" in found[str(snap / "broken" / "BEST.pth")]
     service = Service(str(snap / "demo" / "BEST.pth"), snap_root=str(snap))
     assert service.checkpoints()[0][1] == str(snap / "demo" / "BEST.pth")
-    assert [p for _, p in service.checkpoints(nlvr2=True)] == [str(snap / "nlvr2" / "pair" / "BEST.pth")]
+    assert [p for _, p in service.checkpoints("pair")] == [str(snap / "nlvr2" / "pair" / "BEST.pth")]
     image = str(image_path("test_0"))  # a listed snapshot is loaded (its extractor was not given: a message)
     *_, status = service.verify(image, image, "A shape.", str(snap / "nlvr2" / "pair" / "BEST.pth"))
     assert re.search(NO_EXTRACTOR, status), status
@@ -136,9 +138,10 @@ def test_model_picker_lists_snapshots_with_their_task(demo_run, tmp_path) -> Non
 
 
 def test_examples_include_easy_vqa_images(tmp_path) -> None:
-    examples, photos = example_images(tmp_path)
+    """The demo task's own examples reach the page through the registry; photos are written once."""
+    examples, photos = own_examples(), photo_examples(tmp_path)
     assert len(examples) >= 4 and all(Path(image).is_file() and question for image, question in examples)
-    for path in photos:  # real photos when scikit-image is installed
+    for path, _ in photos:  # real photos when scikit-image is installed
         with Image.open(path) as im:
             assert im.width >= 300
 
@@ -252,7 +255,7 @@ def test_page_reports_a_non_image_then_answers(served, demo_run, tmp_path) -> No
     _ask(page, image_path(rec["img_id"]), rec["sent"])
     assert page.locator("#status strong").inner_text() == preds[rec["question_id"]]
 
-    question = EASY_VQA_EXAMPLES[0][2]  # an example: image and question in one click
+    question = own_examples()[0][1]  # an example: image and question in one click
     page.get_by_text(question, exact=True).first.click()
     page.locator("#ask").click()
     page.wait_for_function(
@@ -260,7 +263,7 @@ def test_page_reports_a_non_image_then_answers(served, demo_run, tmp_path) -> No
         arg=question, timeout=30_000,
     )  # fmt: skip
     status = page.locator("#status").inner_text()
-    assert "⚠️" not in status and EASY_VQA_EXAMPLES[0][2] in status, status
+    assert "⚠️" not in status and question in status, status
 
 
 # ---- the page's items: examples for the model, model list refresh, readable images, cancelled requests
@@ -268,8 +271,6 @@ def test_page_reports_a_non_image_then_answers(served, demo_run, tmp_path) -> No
 
 def _snapshot(snap: Path, name: str, feat_dim: int, task: str = "vqa") -> Path:
     """A small task snapshot with its facts file (never asked: only listed and described)."""
-    from lxrt.snapshot import SnapshotFacts, write_facts
-
     config = LXRTConfig(hidden_size=32, num_attention_heads=1, intermediate_size=32, llayers=1, xlayers=1,
                         rlayers=1, visual_feat_dim=feat_dim)  # fmt: skip
     path = save_state_dict(Classifier(config, 3129).state_dict(), snap / task / name / "BEST.pth")
@@ -298,17 +299,17 @@ def test_page_examples_match_the_chosen_model_and_the_list_refreshes(served) -> 
     page.goto(url)
     page.wait_for_selector("#ask")
     page.wait_for_function("() => document.querySelector('#model input').value.includes('BEST.pth')")
-    assert _shown(page, "#shape_examples") and not _shown(page, "#photo_examples")
+    assert _shown(page, "#own_examples") and not _shown(page, "#photo_examples")
     assert not _shown(page, "#examples_note")
 
     _choose_model(page, "photo_model")
     page.wait_for_selector("#photo_examples", state="visible")
-    assert not _shown(page, "#shape_examples") and not _shown(page, "#examples_note")
+    assert not _shown(page, "#own_examples") and not _shown(page, "#examples_note")
     assert "astronaut" in page.locator("#photo_examples").inner_html()
     _choose_model(page, "grid_model")
     page.wait_for_selector("#examples_note", state="visible")
     assert "another extractor" in page.locator("#examples_note").inner_text()
-    assert not _shown(page, "#photo_examples") and not _shown(page, "#shape_examples")
+    assert not _shown(page, "#photo_examples") and not _shown(page, "#own_examples")
     assert service.kind(str(photo)) == "photos" and service.kind(str(other)) == "other"
 
     late = _snapshot(snap, "trained_later", 2048, task="gqa")  # a run that finished while the page was open
@@ -473,3 +474,51 @@ def test_upload_check_follows_dot_dot_and_symlinks_out_of_the_uploads(tmp_path) 
     for path in (uploads / "shape.png", uploads / "sub" / ".." / "shape.png"):
         *_, status = service.answer(str(path), "what color?")
         assert status.startswith("⚠️") and "not an uploaded file" not in status and "BEST.pth" in status, status
+
+
+@pytest.mark.slow
+def test_page_tabs_rank_a_gallery_and_find_a_region(served, tmp_path) -> None:
+    """The retrieval and region tabs in the browser: each lists the snapshots of its kind (read when the page
+    loads), ranks the uploaded images against a caption, and draws the region an expression names. Catches a
+    tab wired to another handler or picker, and uploads of several files that never reach the model."""
+    url, browser, service, snap = served
+    config = LXRTConfig(hidden_size=32, num_attention_heads=1, intermediate_size=32, llayers=1, xlayers=1,
+                        rlayers=1, visual_feat_dim=76)  # fmt: skip
+    for task, model, outputs in (("flickr30k", Matcher(config), 2), ("refcoco", RegionScorer(config), 1)):
+        path = save_state_dict(model.state_dict(), snap / task / "tiny" / "BEST.pth")
+        write_facts(path, SnapshotFacts(task=task, model=config, num_outputs=outputs))
+    pictures = []
+    for n, colour in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200))):
+        pictures.append(tmp_path / f"p{n}.png")
+        Image.new("RGB", (80 + 10 * n, 60), colour).save(pictures[-1])
+    saved = service.extractor, service.extractor_options
+    service.extractor, service.extractor_options = "grid+object", {"grid": 2, "patch": 4}
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url)
+        page.wait_for_selector("#ask")
+        page.get_by_role("tab", name="Retrieval (images and a caption)").click()
+        page.wait_for_function("() => document.querySelector('#gallery_model input').value.includes('flickr30k')")
+        page.locator("#gallery_files input[type=file]").set_input_files([str(p) for p in pictures])
+        page.locator("#caption textarea").fill("A green picture.")
+        page.wait_for_timeout(500)
+        page.locator("#rank").click()
+        page.wait_for_function("() => /matches best|⚠️/.test(document.querySelector('#gallery_status').innerText)",
+                               timeout=30_000)  # fmt: skip
+        status = page.locator("#gallery_status").inner_text()
+        assert "⚠️" not in status and "3 images" in status, status
+        assert page.locator("#ranked img").count() >= 3
+
+        page.get_by_role("tab", name="Find the region").click()
+        page.wait_for_function("() => document.querySelector('#box_model input').value.includes('refcoco')")
+        page.locator("#box_image input[type=file]").set_input_files(str(pictures[0]))
+        page.locator("#expression textarea").fill("the red part")
+        page.locator("#find").click()
+        page.wait_for_function("() => /region|⚠️/.test(document.querySelector('#box_status').innerText)",
+                               timeout=30_000)  # fmt: skip
+        status = page.locator("#box_status").inner_text()
+        assert "⚠️" not in status, status
+        assert re.search(r"region \d+ \(\d+\.\d%\): x \d+, y \d+, w \d+, h \d+ px", status), status
+        page.wait_for_selector("#box img", state="visible")
+    finally:
+        service.extractor, service.extractor_options = saved

@@ -8,13 +8,20 @@
 
     asker = Asker.from_checkpoint("demo")                 # the easy-VQA demo's model and extractor
     asker = Asker.from_checkpoint("snap/vqa/vqa_lxr955/BEST", extractor="butd", extractor_options={...})
-    asker = Asker.from_checkpoint("snap/nlvr2/NAME/BEST"); asker.verify(left, right, "There are two dogs.")
+    asker.verify(left, right, "There are two dogs.")     # a model of a task on pairs of images: P(true)
+    asker.rank(["a.jpg", "b.jpg"], ["A dog runs."])      # a retrieval model: scores, captions x images
+    asker.locate("photo.jpg", "the man on the left")     # a region-selection model: the chosen box
+
+What a snapshot is asked and answers is its task's ``presentation`` (:mod:`tasks.presentation`); the
+model is the one the task class builds for a snapshot (``ask_model``), the answers its answer table or
+its fixed classes.
 
 An image goes through the same steps as in training: a registered region extractor, the feature
-stores' rounding (float16), boxes as fractions of the image, and for the demo the standardization
-by the training images' statistics. Region importance is the attention of the language [CLS] over
-the regions in the last cross-modality layer, averaged over heads, read by a forward hook (no
-change to the model's computation).
+stores' rounding (float16), boxes as fractions of the image, and where the task says so
+(``ask_images``: the demo) its own extractor settings and standardization. Region importance is the
+attention of the language [CLS] over the regions in the last cross-modality layer, averaged over
+heads, read by a forward hook (no change to the model's computation); for region selection, the
+softmax of the regions' scores.
 
 The regions of each picture are kept (:class:`ask.cache.RegionCache`, keyed by the image's bytes and
 the extractor's settings), so another question about the same picture skips the extractor. A
@@ -39,17 +46,15 @@ from torch import Tensor, nn
 
 from ask.cache import CachedRegions, RegionCache, image_digest, settings_key
 from ask.cancel import Cancelled, cancellable, check
-from ask.checkpoints import QA_TASKS, AskError, CheckpointInfo, inspect_checkpoint
+from ask.checkpoints import AskError, CheckpointInfo, does, inspect_checkpoint, tab_of
 from ask.inputs import DEFAULT_MAX_PIXELS, build_extractor, check_text, read_image, region_labels
 from ask.probe import CrossAttentionProbe
 from datatools.hf_import import ANSWERS_FILE
-from engine.config import TrainConfig
 from features.extractors import RegionExtractor, Regions, available_extractors
 from features.store import normalize_boxes
 from lxrt import CheckpointError, load_state
 from lxrt.tokenizer import LXRTTokenizer
 from tasks.answers import AnswerTable, DataFormatError
-from tasks.models import Classifier, NLVR2Model
 
 TOP = 5
 FEATURE_DTYPE = "float16"  # the feature stores' default: training saw features rounded to it
@@ -107,17 +112,39 @@ class VerifyResult:
         return self.prob_true >= 0.5
 
 
-def demo_settings(data_root: Path) -> dict[str, Any]:
-    """The extractor settings the demo's features were made with (``easy_vqa/manifest.json``)."""
-    path = data_root / "easy_vqa" / "manifest.json"
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))["settings"]
-        return {"extractor": settings["extractor"], "options": dict(settings["extractor_options"]),
-                "dtype": settings.get("dtype", FEATURE_DTYPE)}  # fmt: skip
-    except FileNotFoundError:
-        raise AskError(f"{path} not found: the demo's data is missing; run `bash run/demo.bash`") from None
-    except (ValueError, KeyError, TypeError) as err:
-        raise AskError(f"{path}: not a manifest of the demo's data ({err})") from None
+@dataclass(frozen=True)
+class RankResult:
+    """Retrieval: ``scores[t, i]`` of text ``t`` with image ``i`` (the higher, the better they match)."""
+
+    texts: list[str]
+    images: list[ImageRegions]
+    scores: np.ndarray
+    seconds: float
+    reused: bool = False  # every picture's regions came from the cache
+
+    def ranking(self, text: int) -> list[int]:
+        """The images, best match for text ``text`` first."""
+        return [int(i) for i in np.argsort(-self.scores[text], kind="stable")]
+
+    def text_ranking(self, image: int) -> list[int]:
+        """The texts, best match for image ``image`` first."""
+        return [int(t) for t in np.argsort(-self.scores[:, image], kind="stable")]
+
+
+@dataclass(frozen=True)
+class LocateResult:
+    """Region selection: the region ``index`` the expression names, its ``box`` ``[x, y, w, h]`` in image
+    pixels and its probability (softmax over the regions' scores, kept as ``regions.importance``)."""
+
+    expression: str
+    index: int
+    box: list[float]
+    prob: float
+    regions: ImageRegions
+    seconds: float
+    truncated: bool = False
+    reused: bool = False
+    extract_seconds: float = 0.0
 
 
 def answer_table(info: CheckpointInfo) -> list[str]:
@@ -126,9 +153,9 @@ def answer_table(info: CheckpointInfo) -> list[str]:
     With facts naming the answer table: the table beside the snapshot (``trainval_label2ans.json``) or the
     task's under the data root, whichever is that table. Without: the task's table, of the head's size.
     """
-    facts = info.facts
+    facts, folder = info.facts, info.task_class.answer_folder() or info.task
     if facts is not None and facts.answers is not None:
-        beside, task_table = info.folder / ANSWERS_FILE, info.data_root / info.task / "trainval_label2ans.json"
+        beside, task_table = info.folder / ANSWERS_FILE, info.data_root / folder / "trainval_label2ans.json"
         for path in dict.fromkeys((beside, task_table)):
             try:
                 answers = json.loads(path.read_text(encoding="utf-8"))
@@ -143,7 +170,7 @@ def answer_table(info: CheckpointInfo) -> list[str]:
             f"{want.sha256[:12]}...), and neither {beside} nor {task_table} is that table"
         )
     try:
-        table = AnswerTable.for_task(info.task, info.data_root)
+        table = AnswerTable.for_task(folder, info.data_root)
     except (FileNotFoundError, DataFormatError) as err:
         raise AskError(f"answer table of {info.task}: {err}") from None
     if table.num_answers != info.num_outputs:
@@ -152,6 +179,22 @@ def answer_table(info: CheckpointInfo) -> list[str]:
             f"{table.source} has {table.num_answers}: a snapshot of another task or answer table"
         )
     return table.label2ans
+
+
+def output_names(info: CheckpointInfo) -> list[str] | None:
+    """Names of the head's outputs: the answer table or the task's classes (None: scores, not classes)."""
+    shown, cls = info.presentation, info.task_class
+    if shown.output == "true_false" and info.num_outputs != 2:
+        raise AskError(f"{info.path}: a true/false head must have 2 outputs, this one has {info.num_outputs}")
+    if shown.output not in ("answers", "labels"):
+        return None
+    if cls.answer_folder() is not None:
+        return answer_table(info)
+    classes = cls.output_classes()
+    if classes is None or len(classes) != info.num_outputs:
+        raise AskError(f"{info.path}: a {info.task} head with {info.num_outputs} outputs, but the task's classes are "
+                       f"{list(classes or [])}")  # fmt: skip
+    return list(classes)
 
 
 class Asker:
@@ -176,7 +219,8 @@ class Asker:
     ) -> None:
         self.info = info
         self.model = model.eval()
-        self.model.pooled_only = True  # the probe reads the [CLS]-only last cross layer
+        if hasattr(self.model, "pooled_only"):
+            self.model.pooled_only = True  # the probe reads the [CLS]-only last cross layer
         self.extractor = extractor
         self.answers = answers
         self.tokenizer = LXRTTokenizer(max_length=max_length)
@@ -191,6 +235,15 @@ class Asker:
     @property
     def task(self) -> str:
         return self.info.task
+
+    @property
+    def tab(self) -> str:
+        """What the model is asked: ``question``, ``pair``, ``gallery`` or ``box`` (:data:`ask.checkpoints.TABS`)."""
+        return tab_of(self.info.presentation)
+
+    def _expect(self, tab: str) -> None:
+        if self.tab != tab:
+            raise AskError(f"this is a {self.task} model: it {does(self.info.presentation)}")
 
     @classmethod
     def from_checkpoint(
@@ -212,20 +265,17 @@ class Asker:
             info, state = inspect_checkpoint(load, task, data_root)
         except CheckpointError as err:
             raise AskError(str(err)) from None
-        root = info.data_root
-        answers = None
-        if info.task in QA_TASKS:
-            answers = answer_table(info)
-        elif info.num_outputs != 2:
-            raise AskError(f"{info.path}: an NLVR2 head must have 2 outputs, this one has {info.num_outputs}")
-
+        task_cls = info.task_class
+        answers = output_names(info)
         standardize, dtype, options = None, FEATURE_DTYPE, dict(extractor_options or {})
-        if info.task == "easy_vqa":
-            settings = demo_settings(root)
-            dtype = settings["dtype"]
+        try:
+            own = task_cls.ask_images(info.run, info.data_root)
+        except (DataFormatError, OSError) as err:
+            raise AskError(str(err)) from None
+        if own is not None:
+            dtype, standardize = own.dtype, own.standardize
             if extractor is None:
-                extractor, options = settings["extractor"], {**settings["options"], **options}
-            standardize = demo_feature_stats(info.run, root)
+                extractor, options = own.extractor, {**own.options, **options}
         default = extractor is None
         extractor = extractor or "butd"
         try:
@@ -242,12 +292,7 @@ class Asker:
                 f"extractor {extractor!r} {options or ''} gives {ext.feat_dim}-d features but {info.path} was "
                 f"trained on {info.model.visual_feat_dim}-d ones: use the extractor the model was trained with"
             )
-
-        model: nn.Module
-        if info.task == "nlvr2":
-            model = NLVR2Model(info.model, pooled_only=True)
-        else:
-            model = Classifier(info.model, info.num_outputs, pooled_only=True)
+        model = task_cls.ask_model(info.model, info.num_outputs)
         try:
             load_state(model, state, strict=True, source=str(info.path))
         except CheckpointError as err:
@@ -319,10 +364,9 @@ class Asker:
     # -- questions
     @torch.inference_mode()
     def ask(self, image: Any, question: str, top: int = TOP, cancel: threading.Event | None = None) -> AskResult:
-        """The ``top`` most probable answers (softmax over the answer table) and region importance."""
-        if self.task not in QA_TASKS:
-            raise AskError("this is an NLVR2 model: it judges a statement about two images (verify)")
-        question = check_text(question, "question")
+        """The ``top`` most probable answers (softmax over the answer table or classes) and region importance."""
+        self._expect("question")
+        question = check_text(question, self.info.presentation.text)
         start = time.perf_counter()
         entry, reused, extract_s = self.regions_of(image, cancel)
         picture, regions = entry.picture, entry.regions
@@ -347,19 +391,12 @@ class Asker:
 
     @torch.inference_mode()
     def verify(self, left: Any, right: Any, statement: str, cancel: threading.Event | None = None) -> VerifyResult:
-        """NLVR2: the probability that ``statement`` is true of the pair (left, right)."""
-        if self.task != "nlvr2":
-            raise AskError(f"this is a {self.task} model: it answers questions about one image (ask)")
-        statement = check_text(statement, "statement")
+        """A pair task: the probability that ``statement`` is true of the pair (left, right)."""
+        self._expect("pair")
+        statement = check_text(statement, self.info.presentation.text)
         start = time.perf_counter()
         sides = [self.regions_of(side, cancel) for side in (left, right)]
-        encoded = [self.model_inputs(e.regions, *e.picture.size) for e, _, _ in sides]
-        n = max(len(f) for f, _ in encoded)
-        feats = torch.zeros(2, n, encoded[0][0].shape[1])
-        boxes = torch.zeros(2, n, 4)
-        mask = torch.zeros(2, n, dtype=torch.long)
-        for row, (f, b) in enumerate(encoded):
-            feats[row, : len(f)], boxes[row, : len(b)], mask[row, : len(f)] = f, b, 1
+        feats, boxes, mask = self._padded([self.model_inputs(e.regions, *e.picture.size) for e, _, _ in sides])
         text, _ = self._tokens(statement, 2)
         with cancellable([self.model], cancel), CrossAttentionProbe(self.model.lxrt_encoder.bert) as probe:
             logits = self.model(text.input_ids, feats, boxes, text.attention_mask, text.token_type_ids,
@@ -371,13 +408,60 @@ class Asker:
         return VerifyResult(statement, prob_true, drawn[0], drawn[1], time.perf_counter() - start,
                             all(reused for _, reused, _ in sides))  # fmt: skip
 
+    @staticmethod
+    def _padded(encoded: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
+        """Features, boxes and region mask of several images, padded to the most regions."""
+        n = max(len(f) for f, _ in encoded)
+        feats = torch.zeros(len(encoded), n, encoded[0][0].shape[1])
+        boxes = torch.zeros(len(encoded), n, 4)
+        mask = torch.zeros(len(encoded), n, dtype=torch.long)
+        for row, (f, b) in enumerate(encoded):
+            feats[row, : len(f)], boxes[row, : len(b)], mask[row, : len(f)] = f, b, 1
+        return feats, boxes, mask
 
-def demo_feature_stats(run: TrainConfig | None, data_root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of the demo's training features, as its collator standardizes them."""
-    from demo.task import EasyVQATask
+    @torch.inference_mode()
+    def rank(
+        self, images: Sequence[Any], texts: Sequence[str], cancel: threading.Event | None = None, batch: int = 16
+    ) -> RankResult:
+        """A retrieval task: the score of every (text, image) pair, ``batch`` pairs per forward pass."""
+        self._expect("gallery")
+        if not images or not texts:
+            raise AskError(f"retrieval needs at least one image and one {self.info.presentation.text}")
+        texts = [check_text(t, self.info.presentation.text) for t in texts]
+        start = time.perf_counter()
+        entries = [self.regions_of(image, cancel) for image in images]
+        encoded = [self.model_inputs(e.regions, *e.picture.size) for e, _, _ in entries]
+        pairs = [(t, i) for t in range(len(texts)) for i in range(len(images))]
+        scores = np.zeros((len(texts), len(images)), dtype=np.float32)
+        for at in range(0, len(pairs), batch):
+            chunk = pairs[at : at + batch]
+            feats, boxes, mask = self._padded([encoded[i] for _, i in chunk])
+            tokens = self.tokenizer([texts[t] for t, _ in chunk])
+            with cancellable([self.model], cancel):
+                out = self.model(tokens.input_ids, feats, boxes, tokens.attention_mask, tokens.token_type_ids,
+                                 None if bool(mask.all()) else mask).float()  # fmt: skip
+            for (t, i), value in zip(chunk, out.tolist()):
+                scores[t, i] = value
+        check(cancel)
+        drawn = [self._image_regions(e.picture, e.regions, None) for e, _, _ in entries]
+        return RankResult(texts, drawn, scores, time.perf_counter() - start, all(r for _, r, _ in entries))
 
-    cfg = (run or TrainConfig(task="easy_vqa")).replace(data_root=str(data_root))
-    try:
-        return EasyVQATask(cfg).feature_stats()
-    except (FileNotFoundError, DataFormatError, ValueError, OSError) as err:
-        raise AskError(f"the demo's training features under {data_root / 'easy_vqa'}: {err}") from None
+    @torch.inference_mode()
+    def locate(self, image: Any, expression: str, cancel: threading.Event | None = None) -> LocateResult:
+        """A region-selection task: the region ``expression`` names (the highest-scoring one) and its box."""
+        self._expect("box")
+        expression = check_text(expression, self.info.presentation.text)
+        start = time.perf_counter()
+        entry, reused, extract_s = self.regions_of(image, cancel)
+        picture, regions = entry.picture, entry.regions
+        feats, boxes = self.model_inputs(regions, *picture.size)
+        text, truncated = self._tokens(expression, 1)
+        with cancellable([self.model], cancel):
+            scores = self.model(text.input_ids, feats[None], boxes[None], text.attention_mask, text.token_type_ids)
+        probs = scores.float()[0].softmax(-1)
+        index = int(probs.argmax())
+        x1, y1, x2, y2 = (float(v) for v in np.asarray(regions.boxes, dtype=np.float64)[index])
+        box = [round(v, 2) for v in (x1, y1, x2 - x1, y2 - y1)]
+        drawn = self._image_regions(picture, regions, probs)
+        return LocateResult(expression, index, box, float(probs[index]), drawn, time.perf_counter() - start,
+                            truncated, reused, extract_s)  # fmt: skip

@@ -1,15 +1,17 @@
 """What a fine-tuned snapshot is: its task, its model sizes and the run settings saved beside it.
 
 A task snapshot (``BEST.pth`` in the original key layout) holds only tensors. Everything the shapes
-fix (hidden size, layer counts, feature width, answer count) is read from them; the rest (attention
+fix (hidden size, layer counts, feature width, head width) is read from them; the rest (attention
 heads, sequence length, task, answer table) comes from the facts file beside it (``BEST.json``,
 :mod:`lxrt.snapshot`), else from the ``config.json`` that a run of this code writes beside it, else,
-for a snapshot of the original code, from BERT's conventions (64-d heads) and the answer count (VQA
-3129, GQA 1842; NLVR2 has a 2-way head on two pooled vectors).
+for a snapshot of the original code, from BERT's conventions (64-d heads) and the head: a head on two
+pooled vectors is the registered pair task's, a head on one is the task whose answer table (or fixed
+classes) has its width. What a task is asked and answers is its class's ``presentation``
+(:mod:`tasks.presentation`): nothing here knows a task by name.
 
 Without ``--load``, ``ask`` and the page take the best photo model under ``snap/``
 (:func:`default_checkpoint`): a question-answering snapshot that reads the detector's 2048-d
-features, the released models first, VQA before GQA; else the demo's.
+features, the released models first, then by the task's priority; else the demo's.
 """
 
 from __future__ import annotations
@@ -22,24 +24,58 @@ from pathlib import Path
 
 from torch import Tensor
 
+from datatools.hf_import import RELEASES
 from engine.config import TrainConfig
 from lxrt import CheckpointError, LXRTConfig, read_state_dict, resolve_checkpoint
 from lxrt.snapshot import SnapshotFacts, SnapshotFactsError, facts_path, read_facts
+from tasks.base import FinetuneTask
+from tasks.presentation import Presentation
+from tasks.registry import task_class, tasks_where
 
 ENCODER = "lxrt_encoder.model.bert."
-QA_TASKS = ("vqa", "gqa", "easy_vqa")
-TASKS = (*QA_TASKS, "nlvr2")
-TASK_ALIASES = {"demo": "easy_vqa"}
 DEMO_CHECKPOINT = Path("snap/demo/BEST.pth")
 PHOTO_FEAT_DIM = LXRTConfig().visual_feat_dim  # the bottom-up-attention detector's 2048-d region features
 NO_MODEL_HINT = (
-    "get the released VQA model and the detector with `bash run/download_data.bash butd-detector vqa-model`, "
+    f"get a released model and the detector with `bash run/download_data.bash butd-detector {RELEASES[0].group}`, "
     "or build the demo's shape model with `bash run/demo.bash`, or pass --load"
 )
+TABS = {"question": "a question (or sentence) about one image", "pair": "a statement about two images",
+        "gallery": "a caption and a gallery of images", "box": "an expression naming a region of an image"}  # fmt: skip
+"""The page's tabs: which tasks each serves is :func:`tab_of` their presentation."""
 
 
 class AskError(ValueError):
     """Input that cannot be asked about: the message says what was given and what was expected."""
+
+
+def tab_of(presentation: Presentation) -> str:
+    """The page tab (and command-line form) of a task: one of :data:`TABS`."""
+    if presentation.images in ("pair", "gallery"):
+        return presentation.images
+    return "box" if presentation.output == "box" else "question"
+
+
+def does(presentation: Presentation) -> str:
+    """What a model of this presentation does, in words (for messages)."""
+    p = presentation
+    return {"question": f"answers a {p.text} about one image (ask)", "pair": f"judges a {p.text} about two images "
+            "(verify)", "gallery": f"ranks images against a {p.text}, or {p.text}s against an image (rank)",
+            "box": f"finds the region an {p.text} names (locate)"}[tab_of(p)]  # fmt: skip
+
+
+def find_task(name: str) -> type[FinetuneTask]:
+    """The registered task ``name`` (or alias) that ``ask`` can present; else an :class:`AskError`."""
+    try:
+        cls = task_class(name.lower())
+    except KeyError as err:
+        raise AskError(str(err.args[0])) from None
+    if getattr(cls, "presentation", None) is None:
+        raise AskError(f"task {cls.name!r} is not one ask presents (its class declares no presentation)")
+    return cls  # type: ignore[return-value]
+
+
+def images_per_example(cls: type[FinetuneTask]) -> int:
+    return 2 if cls.presentation is not None and cls.presentation.images == "pair" else 1
 
 
 @dataclass(frozen=True)
@@ -49,7 +85,7 @@ class CheckpointInfo:
     path: Path
     task: str
     model: LXRTConfig
-    num_outputs: int  # answers (VQA/GQA/easy-VQA) or 2 (NLVR2)
+    num_outputs: int  # answers, classes, 2 (true/false) or the matching head's width
     run: TrainConfig | None  # the config.json beside the file, when there is one
     data_root: Path  # where the task's answer table (and the demo's data) is read
     facts: SnapshotFacts | None = None  # the facts file beside the file (BEST.json), when there is one
@@ -59,20 +95,18 @@ class CheckpointInfo:
         return self.path.parent
 
     @property
+    def task_class(self) -> type[FinetuneTask]:
+        return find_task(self.task)
+
+    @property
+    def presentation(self) -> Presentation:
+        return self.task_class.presentation  # type: ignore[return-value]
+
+    @property
     def max_seq_length(self) -> int:
         if self.facts is not None:
             return self.facts.max_seq_length
         return (self.run or TrainConfig()).max_seq_length
-
-
-def normalize_task(task: str | None) -> str | None:
-    """``None``, or a known task name (``demo`` means the easy-VQA demo)."""
-    if task is None or task == "":
-        return None
-    name = TASK_ALIASES.get(task.lower(), task.lower())
-    if name not in TASKS:
-        raise AskError(f"unknown task {task!r}; expected one of {', '.join(TASKS)} (or 'demo')")
-    return name
 
 
 def snapshot_facts(path: Path) -> SnapshotFacts | None:
@@ -84,12 +118,21 @@ def snapshot_facts(path: Path) -> SnapshotFacts | None:
 
 
 def facts_task(facts: SnapshotFacts, path: Path) -> str:
-    """The facts' task as ``ask`` names it; a task ``ask`` cannot serve is an :class:`AskError`."""
-    task = TASK_ALIASES.get(facts.task, facts.task)
-    if task not in TASKS:
-        raise AskError(f"{path}: {facts_path(path)} says task {facts.task!r}; ask answers questions with "
-                       f"{', '.join(QA_TASKS)} models and judges statements with nlvr2 models")  # fmt: skip
-    return task
+    """The facts' task, registered and presentable; else an :class:`AskError`."""
+    try:
+        return find_task(facts.task).name
+    except AskError as err:
+        raise AskError(f"{path}: {facts_path(path)} says task {facts.task!r}: {err}") from None
+
+
+def run_task(run: TrainConfig | None) -> str | None:
+    """The task of a run's config.json, when it is a registered task ``ask`` presents."""
+    if run is None or not run.task:
+        return None
+    try:
+        return find_task(run.task).name
+    except AskError:
+        return None
 
 
 def read_run_config(folder: Path) -> TrainConfig | None:
@@ -148,28 +191,62 @@ def model_config(state: Mapping[str, Tensor], base: LXRTConfig | None, source: s
     return (base or LXRTConfig()).replace(**changes)
 
 
-def head_kind(state: Mapping[str, Tensor], hidden: int, source: str) -> tuple[str, int]:
-    """``("nlvr2", 2)`` or ``("qa", number of answers)`` from the shapes of ``logit_fc``."""
+def head_kind(state: Mapping[str, Tensor], hidden: int) -> tuple[str, int] | None:
+    """``("pair", outputs)`` for a classifier head on two pooled vectors, ``("one", outputs)`` on one; None
+    when ``state`` has no classifier head (``logit_fc.*``)."""
     first, last = state.get("logit_fc.0.weight"), state.get("logit_fc.3.weight")
     if first is None or last is None:
-        prefixes = sorted({k.split(".")[0] for k in state})
-        hint = " (a pretraining snapshot: fine-tune it first)" if "bert" in prefixes else ""
-        raise AskError(f"{source}: no answer head (logit_fc.*); top-level keys {prefixes}{hint}")
-    if int(first.shape[1]) == 2 * hidden:
-        return "nlvr2", int(last.shape[0])
-    return "qa", int(last.shape[0])
+        return None
+    return ("pair" if int(first.shape[1]) == 2 * hidden else "one"), int(last.shape[0])
 
 
-def answer_table_sizes(data_root: Path) -> dict[str, int]:
-    """Answer count of each QA task whose table is under ``data_root``."""
+def no_head(state: Mapping[str, Tensor], source: str) -> AskError:
+    prefixes = sorted({k.split(".")[0] for k in state})
+    hint = " (a pretraining snapshot: fine-tune it first)" if "bert" in prefixes else ""
+    return AskError(f"{source}: no answer head (logit_fc.*) and no facts file saying its task; top-level keys "
+                    f"{prefixes}{hint}")  # fmt: skip
+
+
+def fixed_widths(data_root: Path) -> dict[str, int]:
+    """Head width of each one-image task whose outputs are fixed: its answer table under ``data_root``, or its
+    classes."""
     sizes = {}
-    for task in QA_TASKS:
-        path = data_root / task / "trainval_label2ans.json"
+    for cls in tasks_where(lambda c: getattr(c, "presentation", None) is not None and images_per_example(c) == 1):
+        folder = cls.answer_folder()
+        if folder is None:
+            if cls.output_classes() is not None:
+                sizes[cls.name] = len(cls.output_classes())
+            continue
         try:
-            sizes[task] = len(json.loads(path.read_text(encoding="utf-8")))
+            sizes[cls.name] = len(json.loads((data_root / folder / "trainval_label2ans.json").read_text("utf-8")))
         except (OSError, ValueError, TypeError):
             continue
     return sizes
+
+
+def guess_task(kind: str, outputs: int, root: Path, path: Path) -> str:
+    """The task of an original snapshot (no facts, no config.json) from its head."""
+    if kind == "pair":
+        pairs = [c.name for c in tasks_where(lambda c: getattr(c, "presentation", None) is not None
+                                             and images_per_example(c) == 2)]  # fmt: skip
+        if len(pairs) == 1:
+            return pairs[0]
+        raise AskError(f"{path}: a head on two images; pass --task ({', '.join(pairs) or 'no pair task registered'})")
+    matches = [t for t, n in fixed_widths(root).items() if n == outputs]
+    if len(matches) != 1:
+        found = f"tasks of that width: {', '.join(matches)}" if matches else "no task has that width"
+        raise AskError(f"{path}: a one-image head with {outputs} outputs and no facts file or config.json saying its "
+                       f"task (answer tables under {root} and fixed classes: {found}); pass --task")  # fmt: skip
+    return matches[0]
+
+
+def check_fits(cls: type[FinetuneTask], kind: str, outputs: int, path: Path) -> None:
+    """``--task`` (or the saved task) ``cls`` must fit the head the file has."""
+    if (kind == "pair") != (images_per_example(cls) == 2):
+        have = "a head on two images" if kind == "pair" else f"a one-image head ({outputs} outputs)"
+        shown = cls.presentation
+        assert shown is not None
+        raise AskError(f"{path}: --task {cls.name}, but the file has {have}; a {cls.name} model {does(shown)}")
 
 
 def inspect_checkpoint(
@@ -177,14 +254,15 @@ def inspect_checkpoint(
 ) -> tuple[CheckpointInfo, dict[str, Tensor]]:
     """Read a task snapshot and decide its task and model config; errors say what does not fit.
 
-    ``load`` is a path with or without ``.pth`` (``snap/vqa/NAME/BEST``); None means the demo's.
+    ``load`` is a path with or without ``.pth`` (``snap/vqa/NAME/BEST``); None means the best one under
+    ``snap/``; ``"demo"`` the demo's.
     """
-    wanted = normalize_task(task)
+    wanted = find_task(task) if task else None
     if load is None:
         load = default_checkpoint()
         if load is None:
             raise AskError(f"no model under snap/: {NO_MODEL_HINT}")
-    elif str(load) in ("demo", "easy_vqa"):
+    elif str(load) == "demo":
         load = DEMO_CHECKPOINT
     try:
         path = resolve_checkpoint(load, suffixes=(".pth", ""))
@@ -195,38 +273,24 @@ def inspect_checkpoint(
     run = read_run_config(path.parent)
     base = facts.model if facts is not None else (run.model if run is not None else None)
     model = model_config(state, base, str(path))
-    kind, outputs = head_kind(state, model.hidden_size, str(path))
+    head = head_kind(state, model.hidden_size)
     root = Path(data_root if data_root is not None else (run.data_root if run is not None else "data"))
     if facts is not None:
-        saved, said_by = facts_task(facts, path), facts_path(path)
-        if outputs != facts.num_outputs:
-            raise AskError(f"{path}: the head has {outputs} outputs but {said_by} says {facts.num_outputs}")
+        found, outputs = facts_task(facts, path), facts.num_outputs
+        if head is not None and head[1] != outputs:
+            raise AskError(f"{path}: the head has {head[1]} outputs but {facts_path(path)} says {outputs}")
+        if wanted is not None and wanted.name != found:
+            said = facts_path(path)
+            raise AskError(f"{path}: --task {wanted.name}, but {said} says it is a snapshot of task {found}")
     else:
-        saved = normalize_task(run.task) if run is not None and run.task in (*TASKS, *TASK_ALIASES) else None
-        said_by = path.parent / "config.json"
-
-    if kind == "nlvr2":
-        found = "nlvr2"
-    elif wanted == "nlvr2":
-        raise AskError(f"{path}: --task nlvr2, but the file is a question-answering snapshot ({outputs} answers)")
-    elif wanted in QA_TASKS:
-        found = wanted
-    elif saved in QA_TASKS:
-        found = saved
-    else:
-        matches = [t for t, n in answer_table_sizes(root).items() if n == outputs]
-        if len(matches) != 1:
-            tables = f"answer tables of that size: {', '.join(matches)}" if matches else "none has that size"
-            raise AskError(
-                f"{path}: a question-answering head with {outputs} answers and no config.json saying its task "
-                f"(answer tables under {root}: {tables}); "
-                "pass --task vqa|gqa|demo"
-            )
-        found = matches[0]
-    if wanted is not None and wanted != found:  # only a question-answering task asked of an NLVR2 head
-        raise AskError(f"{path}: --task {wanted}, but the file is an NLVR2 snapshot (2-way head on two images)")
-    if saved is not None and saved != found and wanted is None:
-        raise AskError(f"{path}: {said_by} says task {saved!r} but the head is {found!r}")
+        if head is None:
+            raise no_head(state, str(path))
+        kind, outputs = head
+        saved = run_task(run)
+        for cls in (wanted, find_task(saved) if saved else None):
+            if cls is not None:
+                check_fits(cls, kind, outputs, path)
+        found = wanted.name if wanted else saved or guess_task(kind, outputs, root, path)
     info = CheckpointInfo(path=path, task=found, model=model, num_outputs=outputs, run=run, data_root=root,
                           facts=facts)  # fmt: skip
     return info, state
@@ -238,7 +302,7 @@ class SnapshotSummary:
     facts file, else its run's config.json, else its tensors. ``problem``: why it cannot be read."""
 
     path: Path
-    task: str | None = None  # a task of TASKS, or "qa" (a question-answering head of unknown task)
+    task: str | None = None  # a registered task; None: a one-image head of unknown task
     feat_dim: int | None = None
     outputs: int | None = None
     released: bool = False  # imported from a release (its facts name the source)
@@ -248,16 +312,28 @@ class SnapshotSummary:
     def label(self) -> str:
         if self.problem is not None:
             return f"{self.path} (unreadable: {self.problem[:60]})"
-        what = f"qa, {self.outputs} answers" if self.task == "qa" else self.task
-        return f"{self.path} ({what})"
+        return f"{self.path} ({self.task or f'{self.outputs} outputs'})"
 
     @property
-    def question_answering(self) -> bool:
-        return self.task is not None and self.task != "nlvr2" and self.problem is None
+    def presentation(self) -> Presentation | None:
+        return None if self.task is None or self.problem else find_task(self.task).presentation
+
+    @property
+    def tab(self) -> str | None:
+        """The page tab the snapshot belongs to (a head of unknown task: the question tab)."""
+        if self.problem is not None:
+            return None
+        return "question" if self.presentation is None else tab_of(self.presentation)
+
+    @property
+    def answers(self) -> bool:
+        """A model that answers questions about one image (its task's output is an answer distribution)."""
+        return self.tab == "question" and (self.presentation is None or self.presentation.output == "answers")
 
     @property
     def photo(self) -> bool:
-        return self.question_answering and self.task != "easy_vqa" and self.feat_dim == PHOTO_FEAT_DIM
+        shown = self.presentation
+        return self.answers and (shown is None or shown.photos) and self.feat_dim == PHOTO_FEAT_DIM
 
 
 def describe_snapshot(path: Path) -> SnapshotSummary:
@@ -268,13 +344,16 @@ def describe_snapshot(path: Path) -> SnapshotSummary:
             return SnapshotSummary(path, facts_task(facts, path), facts.model.visual_feat_dim, facts.num_outputs,
                                    released="source" in facts.extra)  # fmt: skip
         run = read_run_config(path.parent)
-        if run is not None and run.task in (*TASKS, *TASK_ALIASES):
-            return SnapshotSummary(path, normalize_task(run.task), run.model.visual_feat_dim)
+        if run_task(run) is not None:
+            return SnapshotSummary(path, run_task(run), run.model.visual_feat_dim)  # type: ignore[union-attr]
         state = read_state_dict(path)
         hidden = int(state[ENCODER + "embeddings.word_embeddings.weight"].shape[1])
-        kind, outputs = head_kind(state, hidden, str(path))
+        head = head_kind(state, hidden)
+        if head is None:
+            raise no_head(state, str(path))
         feat_dim = int(state[ENCODER + "encoder.visn_fc.visn_fc.weight"].shape[1])
-        return SnapshotSummary(path, "nlvr2" if kind == "nlvr2" else "qa", feat_dim, outputs)
+        task = guess_task(*head, Path("data"), path) if head[0] == "pair" else None
+        return SnapshotSummary(path, task, feat_dim, head[1])
     except (AskError, CheckpointError, KeyError, OSError) as err:
         return SnapshotSummary(path, problem=str(err))
 
@@ -286,22 +365,22 @@ def find_snapshots(root: str | Path = "snap", name: str = "BEST.pth") -> list[Sn
 
 def default_checkpoint(root: str | Path = "snap") -> Path | None:
     """The model ``ask`` and the page use without ``--load``: the best photo model under ``root``, else the
-    demo's, else another question-answering model; within each, released imports first, then by task in
-    the order of ``QA_TASKS``, then the newest. None when there is none."""
-    order = {t: i for i, t in enumerate(QA_TASKS)}
+    demo's, else another question-answering model; within each, released imports first, then by the task's
+    ``presentation.priority``, then the newest. None when there is none."""
 
     def rank(s: SnapshotSummary) -> tuple:
-        group = 0 if s.photo else 1 if s.task == "easy_vqa" else 2
-        return group, not s.released, order.get(s.task or "", len(order)), -s.path.stat().st_mtime
+        shown = s.presentation
+        group = 0 if s.photo else 1 if shown is not None and not shown.photos else 2
+        return group, not s.released, -(shown.priority if shown else -1), -s.path.stat().st_mtime
 
-    found = [s for s in find_snapshots(root) if s.question_answering]
+    found = [s for s in find_snapshots(root) if s.answers]
     return min(found, key=rank).path if found else None
 
 
 def find_checkpoints(root: str | Path = "snap", name: str = "BEST.pth") -> list[tuple[str, str]]:
     """``(label, path)`` of every ``BEST.pth`` under ``root``, label = ``path (task)``; sorted.
 
-    The task comes from the facts file or the run's ``config.json``, else from the head's shape
-    (``nlvr2``/``qa, N answers``). Unreadable files are listed with the reason instead of a task.
+    The task comes from the facts file or the run's ``config.json``, else from the head's shape (the pair
+    task, or ``N outputs``). Unreadable files are listed with the reason instead of a task.
     """
     return [(s.label, str(s.path)) for s in find_snapshots(root, name)]

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
-from ask.asker import AskResult, ImageRegions, VerifyResult
+from ask.asker import AskResult, ImageRegions, LocateResult, RankResult, VerifyResult
 from ask.inputs import clean_text
 from lxrt.fileio import atomic_write
 
@@ -126,7 +126,7 @@ def _save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
-def _bars(ax, labels: list[str], values: list[float], title: str) -> None:  # noqa: ANN001
+def _bars(ax, labels: list[str], values: list[float], title: str, xlabel: str = "probability") -> None:  # noqa: ANN001
     y = np.arange(len(labels))[::-1]
     colours = ["#1971c2"] + ["#a5d8ff"] * (len(labels) - 1)
     ax.barh(y, values, color=colours)
@@ -134,7 +134,7 @@ def _bars(ax, labels: list[str], values: list[float], title: str) -> None:  # no
     ax.set_xlim(0, 1)
     for yi, v in zip(y, values):
         ax.text(min(v + 0.02, 0.82), yi, f"{v:.1%}", va="center")
-    ax.set_xlabel("probability")
+    ax.set_xlabel(xlabel)
     ax.set_title(title, loc="left")
     ax.spines[["top", "right"]].set_visible(False)
 
@@ -165,6 +165,58 @@ def verify_figure(result: VerifyResult, path: str | os.PathLike, top_regions: in
     _bars(axes[2], ["true", "false"], [result.prob_true, 1 - result.prob_true], "judgement")
     fig.suptitle(f"{textwrap.fill(clean_text(result.statement), 110)}\n-> {str(result.answer).lower()}", x=0.02,
                  ha="left", fontsize=13, parse_math=False)  # fmt: skip
+    return _save_figure(fig, path)
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    e = np.exp(scores - scores.max())
+    return e / e.sum()
+
+
+def rank_figure(result: RankResult, path: str | os.PathLike, text: int = 0, top: int = 5) -> Path:
+    """PNG: text ``text`` above its ``top`` best-matching images, best first, each with its score and its share of
+    a softmax over the given images (the retrieval loss's distribution)."""
+    order = result.ranking(text)[:top]
+    shares = softmax(result.scores[text])
+    fig = Figure(figsize=(3 * max(2, len(order)), 3.8), dpi=100, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(2, len(order))))
+    for ax in axes[len(order) :]:
+        ax.set_axis_off()
+    for rank, (ax, i) in enumerate(zip(axes, order), 1):
+        ax.imshow(np.asarray(result.images[i].image.convert("RGB")))
+        ax.set_axis_off()
+        ax.set_title(f"#{rank}  image {i + 1}  score {result.scores[text, i]:.2f}  ({shares[i]:.0%})", loc="left",
+                     fontsize=9)  # fmt: skip
+    fig.suptitle(textwrap.fill(clean_text(result.texts[text]), 110), x=0.02, ha="left", fontsize=13, parse_math=False)
+    return _save_figure(fig, path)
+
+
+def text_rank_figure(result: RankResult, path: str | os.PathLike, image: int = 0, top: int = 5) -> Path:
+    """PNG: image ``image`` and the given texts ranked against it (share of a softmax over the texts)."""
+    order = result.text_ranking(image)[:top]
+    shares = softmax(result.scores[:, image])
+    fig = Figure(figsize=(11, 4.6), dpi=100, layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=[1.1, 1])
+    left.imshow(np.asarray(result.images[image].image.convert("RGB")))
+    left.set_axis_off()
+    labels = [textwrap.shorten(clean_text(result.texts[t]), 40) for t in order]
+    _bars(right, labels, [float(shares[t]) for t in order], "best-matching texts", "share among the given texts")
+    return _save_figure(fig, path)
+
+
+def locate_figure(result: LocateResult, path: str | os.PathLike, top_regions: int = TOP_REGIONS) -> Path:
+    """PNG: the image with the chosen region (red) and the runners-up, and the regions' probabilities."""
+    fig = Figure(figsize=(10, 4.6), dpi=100, layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=[1.2, 1])
+    left.imshow(np.asarray(overlay(result.regions, top_regions)))
+    left.set_axis_off()
+    regions = result.regions
+    order = regions.ranked()[:5]
+    names = [f"region {i}" + (f" ({clean_text(regions.labels[i])})" if regions.labels else "") for i in order]
+    _bars(right, names, [float(regions.importance[i]) for i in order], "regions")  # type: ignore[index]
+    x, y, w, h = result.box
+    fig.suptitle(f"{textwrap.fill(clean_text(result.expression), 90)}\n-> region {result.index}: x {x:.0f}, y {y:.0f}, "
+                 f"w {w:.0f}, h {h:.0f}", x=0.02, ha="left", fontsize=13, parse_math=False)  # fmt: skip
     return _save_figure(fig, path)
 
 

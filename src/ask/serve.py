@@ -4,11 +4,14 @@
 :class:`ask.Asker` per snapshot, loaded on first use and kept, one region cache shared by all of
 them, and every failure turned into a message for the page that names what was wrong (uploads by
 their file name, never by the server's temporary path). :func:`build_page` lays them out with
-Gradio (installed on first use by ``run/serve.bash`` from ``requirements-serve.txt``): a question
-tab (image, question, model picker with a refresh button -> top-5 bars, the image with its
-strongest regions, a status line; examples that fit the chosen model) and an NLVR2 tab (two images
-and a statement -> true/false). Requests queue, one at a time per tab; a request whose page asks a
-newer question or is closed is cancelled, so the next one starts at once.
+Gradio (installed on first use by ``run/serve.bash`` from ``requirements-serve.txt``), one tab per
+kind of task (:data:`ask.checkpoints.TABS`, from each task's ``presentation``): a question tab (image,
+question, model picker with a refresh button -> top-5 bars, the image with its strongest regions, a
+status line; examples that fit the chosen model), a true-or-false tab (two images and a statement),
+a retrieval tab (images and a caption -> the images ranked) and a region tab (an image and an
+expression -> the chosen box). Each tab's picker lists the snapshots of its kind. Requests queue, one
+at a time per tab; a request whose page asks a newer question or is closed is cancelled, so the next
+one starts at once.
 """
 
 from __future__ import annotations
@@ -36,30 +39,29 @@ from ask.checkpoints import (
     DEMO_CHECKPOINT,
     NO_MODEL_HINT,
     PHOTO_FEAT_DIM,
+    TABS,
     AskError,
     default_checkpoint,
     describe_snapshot,
     find_snapshots,
+    find_task,
     read_run_config,
+    run_task,
+    tab_of,
 )
 from ask.draw import overlay
 from ask.inputs import DEFAULT_MAX_PIXELS, clean_text
 from features.extract import parse_option
 from lxrt import CheckpointError
+from tasks.registry import tasks_where
 
 log = logging.getLogger("lxmert.serve")
-EASY_VQA_EXAMPLES = (
-    ("test", 0, "What color is the shape?"),
-    ("test", 1, "What shape is in the image?"),
-    ("test", 2, "Is there a blue shape in the image?"),
-    ("test", 3, "Does the image not contain a circle?"),
-)
 PHOTO_EXAMPLES = (("astronaut", "What is the person wearing?"), ("coffee", "What is in the cup?"),
                   ("chelsea", "What animal is this?"))  # fmt: skip
 NO_ANSWER: dict[str, float] = {}
 CANCELLED = "cancelled: a newer request from this page, or the page was closed"
 PAGE_CSS = """
-#image img, #regions img, #left img, #right img, #left_regions img, #right_regions img {
+#image img, #regions img, #left img, #right img, #left_regions img, #right_regions img, #box_image img, #box img {
     width: 100%; height: 100%; object-fit: contain; image-rendering: auto;
 }
 """
@@ -111,23 +113,28 @@ class Service:
         self._sessions_lock = threading.Lock()
 
     # -- models
-    def checkpoints(self, nlvr2: bool = False) -> list[tuple[str, str]]:
-        """``(label, path)`` of the snapshots under the snap folder for one tab, read afresh (a model trained
-        while the page runs appears); the default first."""
-        found = [(s.label, str(s.path)) for s in find_snapshots(self.snap_root) if (s.task == "nlvr2") == nlvr2]
-        if not nlvr2 and not any(Path(p) == Path(self.default) for _, p in found):
+    def checkpoints(self, tab: str = "question") -> list[tuple[str, str]]:
+        """``(label, path)`` of the snapshots under the snap folder for one tab (:data:`ask.checkpoints.TABS`),
+        read afresh (a model trained while the page runs appears); the default first."""
+        found = [(s.label, str(s.path)) for s in find_snapshots(self.snap_root) if s.tab == tab]
+        if tab == "question" and not any(Path(p) == Path(self.default) for _, p in found):
             found.insert(0, (self.default, self.default))
         found.sort(key=lambda c: Path(c[1]) != Path(self.default))
         self._known.update(p for _, p in found)
         return found
 
     def kind(self, load: str | None) -> str:
-        """What pictures the model ``load`` reads: ``shapes`` (the demo's), ``photos`` (the detector's features)
-        or ``other`` (another extractor's, or unknown)."""
+        """What pictures the model ``load`` reads: ``own`` (its task's own, e.g. the demo's shapes), ``photos``
+        (the detector's features) or ``other`` (another extractor's, or unknown)."""
         summary = describe_snapshot(Path(load or self.default))
-        if summary.task == "easy_vqa":
-            return "shapes"
+        if summary.presentation is not None and not summary.presentation.photos:
+            return "own"
         return "photos" if summary.feat_dim == PHOTO_FEAT_DIM and summary.problem is None else "other"
+
+    def own_examples(self, load: str | None) -> list[list[str]]:
+        """``[[image, text], ...]``: the examples the task of ``load`` offers (none for most tasks)."""
+        summary = describe_snapshot(Path(load or self.default))
+        return [] if summary.task is None else [list(e) for e in find_task(summary.task).ask_examples()]
 
     def asker(self, load: str | None) -> Asker:
         """The snapshot ``load`` (default: the served one), loaded on first use."""
@@ -137,14 +144,15 @@ class Service:
         with self._lock:
             if key not in self._askers:
                 run = read_run_config(Path(key).parent) if Path(key).parent.is_dir() else None
-                demo = run is not None and run.task == "easy_vqa"
-                if not Path(key).is_file() and Path(key) == Path(self.default) and not demo:
+                task = run_task(run) or describe_snapshot(Path(key)).task
+                own = task is not None and not find_task(task).presentation.photos  # type: ignore[union-attr]
+                if not Path(key).is_file() and Path(key) == Path(self.default) and run is None:
                     raise AskError(f"no model at {key}: {NO_MODEL_HINT}")
                 self._askers[key] = Asker.from_checkpoint(
                     key,
                     None,
-                    None if demo else self.extractor,
-                    None if demo else self.extractor_options,
+                    None if own else self.extractor,
+                    None if own else self.extractor_options,
                     self.data_root,
                     self.plugins,
                     self.max_pixels,
@@ -244,7 +252,7 @@ class Service:
         """({"true": p, "false": 1 - p}, both images with their regions, a status line)."""
         try:
             if not load:
-                raise AskError("no NLVR2 snapshot under snap/: fine-tune one with bash run/nlvr2_finetune.bash")
+                raise AskError(no_model("pair"))
             with self._request(session) as cancel:
                 a, b = self._image(left, "left image"), self._image(right, "right image")
                 asker = self.asker(load)
@@ -261,22 +269,64 @@ class Service:
         status = f"**{str(result.answer).lower()}** (P(true) {result.prob_true:.1%}) · {result.seconds * 1000:.0f} ms"
         return verdict, overlay(result.left), overlay(result.right), status
 
+    def rank(
+        self, images: Any, caption: str, load: str | None = None, session: str | None = None
+    ) -> tuple[list[tuple[Image.Image, str]], str]:
+        """(the images, best match first, each captioned with its rank and score; a status line)."""
+        try:
+            if not load:
+                raise AskError(no_model("gallery"))
+            files = [self._image(f, "image") for f in (images or [])]
+            if not files:
+                raise AskError("no images: upload two or more")
+            with self._request(session) as cancel:
+                asker = self.asker(load)
+                with self._lock:
+                    result = asker.rank(files, [caption], cancel=cancel)
+        except Cancelled:
+            return [], CANCELLED
+        except (AskError, CheckpointError, OSError) as err:
+            return [], f"⚠️ {self.public(clean_text(str(err), visible=True))}"
+        except Exception as err:
+            log.exception("ranking failed")
+            return [], f"⚠️ internal error: {type(err).__name__}: {self.public(str(err))}"
+        order = result.ranking(0)
+        shown = [(result.images[i].image, f"#{r} · image {i + 1} · score {result.scores[0, i]:.3f}")
+                 for r, i in enumerate(order, 1)]  # fmt: skip
+        status = f"**image {order[0] + 1}** matches best · {len(order)} images · {result.seconds * 1000:.0f} ms"
+        return shown, status
 
-def example_images(folder: Path) -> tuple[list[list[str]], list[str]]:
-    """``([[image, question], ...], [photo, ...])``: easy-VQA test images (when the package is
-    installed) and real photos of ``skimage.data`` (when scikit-image is), written under ``folder``."""
-    shapes, photos = shape_examples(), photo_examples(folder)
-    return [*shapes, *photos], [p for p, _ in photos]
+    def locate(
+        self, image: Any, expression: str, load: str | None = None, session: str | None = None
+    ) -> tuple[Image.Image | None, str]:
+        """(the image with the chosen region in red and the runners-up, a status line with its box)."""
+        try:
+            if not load:
+                raise AskError(no_model("box"))
+            with self._request(session) as cancel:
+                picture = self._image(image, "image")
+                asker = self.asker(load)
+                with self._lock:
+                    result = asker.locate(picture, expression, cancel=cancel)
+        except Cancelled:
+            return None, CANCELLED
+        except (AskError, CheckpointError, OSError) as err:
+            return None, f"⚠️ {self.public(clean_text(str(err), visible=True))}"
+        except Exception as err:
+            log.exception("locating failed")
+            return None, f"⚠️ internal error: {type(err).__name__}: {self.public(str(err))}"
+        x, y, w, h = result.box
+        status = (f"**region {result.index}** ({result.prob:.1%}): x {x:.0f}, y {y:.0f}, w {w:.0f}, h {h:.0f} px · "
+                  f"{result.seconds * 1000:.0f} ms")  # fmt: skip
+        return overlay(result.regions), status
 
 
-def shape_examples() -> list[list[str]]:
-    """``[[image, question], ...]`` of easy-VQA test images (empty without the ``easy-vqa`` package)."""
-    try:
-        from demo.easy_vqa_data import image_path
-
-        return [[str(image_path(f"{split}_{n}")), q] for split, n, q in EASY_VQA_EXAMPLES]
-    except (ImportError, ValueError):
-        return []
+def no_model(tab: str) -> str:
+    """The message of a tab without any snapshot: which tasks would serve it and how to train one."""
+    tasks = [c.name for c in tasks_where(lambda c: getattr(c, "presentation", None) is not None
+                                         and tab_of(c.presentation) == tab)]  # fmt: skip
+    runs = " or ".join(f"bash run/{t}_finetune.bash" for t in tasks) or "a task of this kind"
+    return f"no snapshot of {', '.join(tasks) or 'such a task'} under snap/: fine-tune one ({runs})"
 
 
 def photo_examples(folder: Path) -> list[list[str]]:
@@ -304,9 +354,9 @@ def examples_note(kind: str, have: Mapping[str, bool]) -> str:
     """The line above the examples: empty when they fit the model, else a plain warning."""
     if kind == "other":
         return ("⚠️ This model reads region features of another extractor than the examples' (photos for the "
-                "detector, shapes for the demo): upload pictures of the kind it was trained on.")  # fmt: skip
+                "detector, the task's own pictures for the demo): upload pictures of the kind it was trained on.")
     if not have.get(kind):
-        what = "photos (scikit-image is not installed)" if kind == "photos" else "shapes (easy-vqa is not installed)"
+        what = "photos (scikit-image is not installed)" if kind == "photos" else "its task (its package is missing)"
         return f"⚠️ No examples of {what}: upload a picture."
     return ""
 
@@ -316,15 +366,22 @@ def upload_roots() -> list[str]:
     return [os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")]
 
 
+def own_examples() -> list[list[str]]:
+    """``[[image, text], ...]`` the question tab offers for models that read their task's own pictures."""
+    tasks = tasks_where(lambda c: getattr(c, "presentation", None) is not None and not c.presentation.photos
+                        and tab_of(c.presentation) == "question")  # fmt: skip
+    return [list(example) for cls in tasks for example in cls.ask_examples()]
+
+
 def build_page(service: Service, examples_dir: Path | None = None) -> Any:
-    """The Gradio page over ``service``'s handlers."""
+    """The Gradio page over ``service``'s handlers: a tab per kind of task."""
     import gradio as gr
 
     folder = examples_dir or Path(tempfile.gettempdir()) / "lxmert-serve-examples"
-    shapes, photos = shape_examples(), photo_examples(folder)
-    have = {"shapes": bool(shapes), "photos": bool(photos)}
-    qa_models, nlvr2_models = service.checkpoints(), service.checkpoints(nlvr2=True)
-    first_kind = service.kind(qa_models[0][1] if qa_models else None)
+    own, photos = own_examples(), photo_examples(folder)
+    have = {"own": bool(own), "photos": bool(photos)}
+    models = {tab: service.checkpoints(tab) for tab in TABS}
+    first_kind = service.kind(models["question"][0][1] if models["question"] else None)
 
     def session_of(request: Any) -> str | None:
         return getattr(request, "session_hash", None)
@@ -335,38 +392,62 @@ def build_page(service: Service, examples_dir: Path | None = None) -> Any:
     def verify(left: Any, right: Any, statement: str, load: str | None, request: gr.Request):  # noqa: ANN202
         return service.verify(left, right, statement, load, session_of(request))
 
+    def rank(images: Any, caption: str, load: str | None, request: gr.Request):  # noqa: ANN202
+        return service.rank(images, caption, load, session_of(request))
+
+    def locate(image: Any, expression: str, load: str | None, request: gr.Request):  # noqa: ANN202
+        return service.locate(image, expression, load, session_of(request))
+
     def abandon(request: gr.Request) -> None:
         service.abandon(session_of(request))
 
-    for handler in (answer, verify, abandon):  # Gradio passes the request to a parameter typed gr.Request
+    for handler in (answer, verify, rank, locate, abandon):  # Gradio passes the request to a parameter typed gr.Request
         handler.__annotations__ = {"request": gr.Request}
 
     def examples_for(load: str | None) -> tuple[Any, Any, Any]:
         kind = service.kind(load)
         note = examples_note(kind, have)
-        return (gr.update(visible=kind == "shapes" and have["shapes"]),
+        return (gr.update(visible=kind == "own" and have["own"]),
                 gr.update(visible=kind == "photos" and have["photos"]),
                 gr.update(value=note, visible=bool(note)))  # fmt: skip
 
-    def refresh(current: str | None, current_pair: str | None) -> tuple[Any, Any]:
-        qa, pairs = service.checkpoints(), service.checkpoints(nlvr2=True)
-        keep = current if any(p == current for _, p in qa) else (qa[0][1] if qa else None)
-        keep_pair = current_pair if any(p == current_pair for _, p in pairs) else (pairs[0][1] if pairs else None)
-        return gr.update(choices=qa, value=keep), gr.update(choices=pairs, value=keep_pair)
+    pickers: dict[str, Any] = {}
+
+    def refresh(*current: str | None) -> tuple[Any, ...]:
+        updates = []
+        for tab, chosen in zip(TABS, current):
+            found = service.checkpoints(tab)
+            keep = chosen if any(p == chosen for _, p in found) else (found[0][1] if found else None)
+            updates.append(gr.update(choices=found, value=keep))
+        return tuple(updates)
+
+    def picker(tab: str, label: str, elem_id: str, **options: Any) -> Any:
+        found = models[tab]
+        pickers[tab] = gr.Dropdown(found, value=found[0][1] if found else None, label=label, elem_id=elem_id,
+                                   **options)  # fmt: skip
+        return pickers[tab]
+
+    def queued(button: Any, handler: Any, inputs: list, outputs: list, name: str, *more: Any) -> None:
+        """First, outside the queue: stop this page's request in progress; then queue the new one."""
+        for trigger in (button.click, *more):
+            trigger(abandon, None, None, queue=False, show_progress="hidden", trigger_mode="multiple").then(
+                handler, inputs, outputs, preprocess=False, concurrency_id=name, trigger_mode="always_last"
+            )  # fmt: skip
 
     with gr.Blocks(title="Ask LXMERT") as page:
         gr.Markdown("## Ask LXMERT about a picture\nUpload an image (or click an example), type a question, "
                     "press **Ask**. Boxes: the regions the question's [CLS] attends to most in the last "
-                    "cross-modality layer (red: the strongest).")  # fmt: skip
+                    "cross-modality layer (red: the strongest). Each tab serves the models of one kind of "
+                    "task.")  # fmt: skip
         with gr.Tab("Question"):
             with gr.Row():
                 with gr.Column():
                     image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"], elem_id="image",
                                      height=400)  # fmt: skip
-                    question = gr.Textbox(label="question", placeholder="What is the man holding?", elem_id="question")
+                    question = gr.Textbox(label="question (or hypothesis)", placeholder="What is the man holding?",
+                                          elem_id="question")  # fmt: skip
                     with gr.Row():
-                        model = gr.Dropdown(qa_models, value=qa_models[0][1] if qa_models else None, label="model",
-                                            elem_id="model", scale=5)  # fmt: skip
+                        model = picker("question", "model", "model", scale=5)
                         refresh_button = gr.Button("↻ models", elem_id="refresh", scale=1, min_width=60)
                     ask = gr.Button("Ask", variant="primary", elem_id="ask")
                 with gr.Column():
@@ -375,27 +456,20 @@ def build_page(service: Service, examples_dir: Path | None = None) -> Any:
                     regions = gr.Image(label="regions", type="pil", interactive=False, elem_id="regions", height=400)
             note = examples_note(first_kind, have)
             examples_warning = gr.Markdown(note, visible=bool(note), elem_id="examples_note")
-            with gr.Column(visible=first_kind == "shapes" and have["shapes"], elem_id="shape_examples") as shape_box:
-                if shapes:
-                    gr.Examples(shapes, inputs=[image, question], label="examples: easy-VQA shapes")
+            with gr.Column(visible=first_kind == "own" and have["own"], elem_id="own_examples") as own_box:
+                if own:
+                    gr.Examples(own, inputs=[image, question], label="examples: the task's own pictures")
             with gr.Column(visible=first_kind == "photos" and have["photos"], elem_id="photo_examples") as photo_box:
                 if photos:
                     gr.Examples(photos, inputs=[image, question], label="examples: photos")
-            inputs = [image, question, model]
-            outputs = [answers, regions, status]
-            for trigger in (ask.click, question.submit):
-                # first, outside the queue: stop this page's request in progress; then queue the new one
-                trigger(abandon, None, None, queue=False, show_progress="hidden", trigger_mode="multiple").then(
-                    answer, inputs, outputs, preprocess=False, concurrency_id="ask", trigger_mode="always_last"
-                )  # fmt: skip
-            model.change(examples_for, [model], [shape_box, photo_box, examples_warning], queue=False)
-        with gr.Tab("NLVR2: true or false?"):
+            queued(ask, answer, [image, question, model], [answers, regions, status], "ask", question.submit)
+            model.change(examples_for, [model], [own_box, photo_box, examples_warning], queue=False)
+        with gr.Tab("True or false? (two images)"):
             with gr.Row():
                 left = gr.Image(label="left image", type="filepath", sources=["upload"], elem_id="left", height=300)
                 right = gr.Image(label="right image", type="filepath", sources=["upload"], elem_id="right", height=300)
             statement = gr.Textbox(label="statement", placeholder="There are two dogs in total.", elem_id="statement")
-            pair_model = gr.Dropdown(nlvr2_models, value=nlvr2_models[0][1] if nlvr2_models else None,
-                                     label="model (NLVR2 snapshots under snap/)", elem_id="pair_model")  # fmt: skip
+            pair_model = picker("pair", "model (snapshots of pair tasks under snap/)", "pair_model")
             judge = gr.Button("Judge", variant="primary", elem_id="judge")
             pair_status = gr.Markdown(elem_id="pair_status")
             verdict = gr.Label(num_top_classes=2, label="judgement", elem_id="verdict")
@@ -407,12 +481,39 @@ def build_page(service: Service, examples_dir: Path | None = None) -> Any:
             if len(photos) >= 2:
                 gr.Examples([[photos[0][0], photos[1][0], "There is a person in the left image."]],
                             inputs=[left, right, statement], label="examples")  # fmt: skip
-            judge.click(abandon, None, None, queue=False, show_progress="hidden", trigger_mode="multiple").then(
-                verify, [left, right, statement, pair_model], [verdict, left_regions, right_regions, pair_status],
-                preprocess=False, concurrency_id="judge", trigger_mode="always_last"
-            )  # fmt: skip
-        refresh_button.click(refresh, [model, pair_model], [model, pair_model], queue=False)
-        page.load(refresh, [model, pair_model], [model, pair_model], queue=False)
+            queued(judge, verify, [left, right, statement, pair_model],
+                   [verdict, left_regions, right_regions, pair_status], "judge")  # fmt: skip
+        with gr.Tab("Retrieval (images and a caption)"):
+            gallery_files = gr.File(label="images", file_count="multiple", file_types=["image"], type="filepath",
+                                    elem_id="gallery_files")  # fmt: skip
+            caption = gr.Textbox(label="caption", placeholder="A man rides a horse.", elem_id="caption")
+            gallery_model = picker("gallery", "model (retrieval snapshots under snap/)", "gallery_model")
+            find = gr.Button("Rank", variant="primary", elem_id="rank")
+            gallery_status = gr.Markdown(elem_id="gallery_status")
+            ranked = gr.Gallery(label="best match first", elem_id="ranked", columns=4, height=320)
+            if len(photos) >= 2:
+                gr.Examples([[[p for p, _ in photos], "A cat looks at the camera."]], inputs=[gallery_files, caption],
+                            label="examples")  # fmt: skip
+            queued(find, rank, [gallery_files, caption, gallery_model], [ranked, gallery_status], "rank",
+                   caption.submit)  # fmt: skip
+        with gr.Tab("Find the region"):
+            with gr.Row():
+                with gr.Column():
+                    box_image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"],
+                                         elem_id="box_image", height=400)  # fmt: skip
+                    expression = gr.Textbox(label="expression", placeholder="the man on the left", elem_id="expression")
+                    box_model = picker("box", "model (region-selection snapshots under snap/)", "box_model")
+                    point = gr.Button("Find", variant="primary", elem_id="find")
+                with gr.Column():
+                    box_status = gr.Markdown(elem_id="box_status")
+                    box = gr.Image(label="the region (red) and the runners-up", type="pil", interactive=False,
+                                   elem_id="box", height=400)  # fmt: skip
+            if photos:
+                gr.Examples([[photos[0][0], "the person"]], inputs=[box_image, expression], label="examples")
+            queued(point, locate, [box_image, expression, box_model], [box, box_status], "locate", expression.submit)
+        chosen = [pickers[tab] for tab in TABS]
+        refresh_button.click(refresh, chosen, chosen, queue=False)
+        page.load(refresh, chosen, chosen, queue=False)
         page.unload(abandon)
     page.queue(default_concurrency_limit=1)
     return page
@@ -432,8 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a local web page that asks LXMERT about pictures (Gradio). Bound to 127.0.0.1 "
         "unless --host is given.",
     )
-    p.add_argument("--load", help="snapshot selected first (default: the best photo model under --snap, the released "
-                   "VQA model first; else the demo's snap/demo/BEST.pth)")  # fmt: skip
+    p.add_argument("--load", help="snapshot selected first (default: the best photo model under --snap, released "
+                   "models first; else the demo's snap/demo/BEST.pth)")  # fmt: skip
     p.add_argument("--extractor", help="region extractor for snapshots other than the demo's (default butd)")
     p.add_argument("--weights", help="extractor weights file (passed as weights=PATH)")
     p.add_argument("--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",

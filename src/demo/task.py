@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from demo.easy_vqa_data import image_path
 from engine import recipes
 from engine.batch import Batch
 from engine.config import TrainConfig
@@ -32,7 +33,7 @@ from lxrt import LXRTConfig
 from tasks.answers import DataFormatError, convert_ans
 from tasks.data_common import ImageFeatures, TaskDataset
 from tasks.metrics import soft_score_accuracy
-from tasks.presentation import Presentation
+from tasks.presentation import ImageSettings, Presentation
 from tasks.qa_task import QATask, pretrain_answers
 from tasks.registry import register_task
 from tasks.vqa import write_vqa_submission
@@ -43,6 +44,8 @@ TASK = "easy_vqa"
 MANIFEST = "manifest.json"
 STATS_SPLIT = "train"
 MIN_STD = 1e-2  # dimensions (nearly) constant over the training images are only centred
+EXAMPLE_QUESTIONS = ("What color is the shape?", "What shape is in the image?", "Is there a blue shape in the image?",
+                     "Does the image not contain a circle?")  # of the page's examples, test images 0, 1, 2, 3
 
 
 def type_key(question_type: str) -> str:
@@ -157,7 +160,7 @@ class EasyVQATask(QATask):
     dataset_class = EasyVQADataset
     eval_batch_size = 512
     known_splits = ("train", "minival", "test")
-    presentation = Presentation(images="one", text="question", output="answers")
+    presentation = Presentation(images="one", text="question", output="answers", photos=False)
 
     _stats: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -167,6 +170,33 @@ class EasyVQATask(QATask):
             train = self.dataset(STATS_SPLIT, train=False)
             self._stats = feature_stats(train.features, [rec["img_id"] for rec in train.data])
         return self._stats
+
+    @classmethod
+    def ask_images(cls, run: TrainConfig | None, data_root: Path) -> ImageSettings:
+        """The demo's pictures: the extractor settings of ``manifest.json`` and the training images' statistics."""
+        path = Path(data_root) / TASK / MANIFEST
+        try:
+            settings = json.loads(path.read_text(encoding="utf-8"))["settings"]
+            extractor, options = settings["extractor"], dict(settings["extractor_options"])
+            dtype = settings.get("dtype", "float16")
+        except FileNotFoundError:
+            raise DataFormatError(f"{path} not found: the demo's data is missing; run `bash run/demo.bash`") from None
+        except (ValueError, KeyError, TypeError) as err:
+            raise DataFormatError(f"{path}: not a manifest of the demo's data ({err})") from None
+        cfg = (run or TrainConfig(task=TASK)).replace(data_root=str(data_root))
+        try:
+            stats = cls(cfg).feature_stats()
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise DataFormatError(f"the demo's training features under {path.parent}: {err}") from None
+        return ImageSettings(extractor, options, dtype, stats)
+
+    @classmethod
+    def ask_examples(cls) -> list[tuple[str, str]]:
+        """easy-VQA test images with a question each (none without the ``easy-vqa`` package)."""
+        try:
+            return [(str(image_path(f"test_{n}")), q) for n, q in enumerate(EXAMPLE_QUESTIONS)]
+        except (ImportError, ValueError):
+            return []
 
     def collator(self, dataset: TaskDataset) -> Callable[[list[Any]], Batch]:
         return StandardizingCollator(super().collator(dataset), *self.feature_stats())

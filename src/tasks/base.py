@@ -29,6 +29,7 @@ from tasks.completeness import check_server_split, note_incomplete, submission_i
 from tasks.data_common import TaskDataset, subset_topk
 from tasks.metrics import metric
 from tasks.models import Classifier
+from tasks.presentation import ImageSettings, Presentation
 from tasks.submission import write_predictions
 from tasks.weights import load_initial_weights
 
@@ -42,6 +43,10 @@ class FinetuneTask(Task):
     recipe: ClassVar[str] = ""
     """The recipe ``python -m tasks.<name>`` runs without ``--recipe``."""
     description: ClassVar[str] = ""
+    presentation: ClassVar[Presentation | None] = None
+    """How ``ask`` and the page present the task (None: they do not)."""
+    model_class: ClassVar[Callable[[LXRTConfig], nn.Module] | None] = None
+    """The task's own model, built from the encoder config (None: the classifier over ``num_classes``)."""
     eval_batch_size = 512
 
     def __init__(self, cfg: TrainConfig) -> None:
@@ -128,6 +133,34 @@ class FinetuneTask(Task):
             images_per_example=len(self.dataset_class.image_keys),
             max_seq_length=self.cfg.max_seq_length,
         )
+
+    # -- asking a snapshot (``ask`` and the page), from its facts alone: no run, no data
+    @classmethod
+    def ask_model(cls, config: LXRTConfig, num_outputs: int) -> nn.Module:
+        """The model a snapshot of this task loads into: ``model_class(config)``, else the classifier."""
+        if cls.model_class is not None:
+            return cls.model_class(config)
+        return Classifier(config, num_outputs, pooled_only=True, images_per_example=len(cls.dataset_class.image_keys))
+
+    @classmethod
+    def answer_folder(cls) -> str | None:
+        """The data folder of the answer table the head's rows follow (None: the task's classes are fixed)."""
+        return None
+
+    @classmethod
+    def output_classes(cls) -> tuple[str, ...] | None:
+        """The names of the head's outputs when the task fixes them (its dataset's ``label_classes``)."""
+        return cls.dataset_class.label_classes
+
+    @classmethod
+    def ask_images(cls, run: TrainConfig | None, data_root: Path) -> ImageSettings | None:
+        """How pictures become this task's features when they are not the detector's (None: they are)."""
+        return None
+
+    @classmethod
+    def ask_examples(cls) -> list[tuple[str, str]]:
+        """``(image file, text)`` examples the page offers for models of this task (none by default)."""
+        return []
 
     def load_facts(self) -> SnapshotFacts | None:
         """The facts of the ``--load`` snapshot, checked against this run (None: no ``--load``, or a

@@ -56,7 +56,7 @@ class Flickr30kTask(FinetuneTask):
     """Captions ranked against images (``presentation``: a caption and a gallery -> a ranking)."""
 
     name, dataset_class, num_classes, metrics, main_metric = "flickr30k", Captions, 2, {}, "rsum"
-    recipe, known_splits = "flickr30k_lxr955", ("train", "valid", "test")
+    recipe, known_splits, model_class = "flickr30k_lxr955", ("train", "valid", "test"), Matcher
     description = "Fine-tune / test LXMERT on Flickr30k image-text retrieval."
     presentation = Presentation(images="gallery", text="caption", output="ranking")
     eval_batch_size = 8  # examples of up to BLOCK pairs each

@@ -34,7 +34,7 @@ class GQATask(QATask):
     description = "Fine-tune / test LXMERT on GQA."
     known_splits = ("train", "valid", "testdev", "testdev_all", "submit")
     server_splits = ("submit",)
-    presentation = Presentation(images="one", text="question", output="answers")
+    presentation = Presentation(images="one", text="question", output="answers", priority=1)
 
     @classmethod
     def predict_splits(cls, name: str) -> list[PredictSplit]:

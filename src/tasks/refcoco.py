@@ -70,7 +70,7 @@ class RefCOCOTask(FinetuneTask):
     """The three datasets share all but folder and splits: ``on(dataset)`` is the task reading that dataset."""
 
     name, data_folder, known_splits, features, dataset_class = "refcoco", "refcoco", UNC, FEATURES, RefDataset
-    num_classes, recipe = 1, "refcoco_lxr955"  # one score per region
+    num_classes, recipe, model_class = 1, "refcoco_lxr955", RegionScorer  # one score per region
     description = "Fine-tune / test LXMERT on RefCOCO, RefCOCO+ or RefCOCOg (referring expressions)."
     presentation = Presentation(images="one", text="expression", output="box")
 

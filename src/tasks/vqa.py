@@ -32,7 +32,7 @@ class VQATask(QATask):
     description = "Fine-tune / test LXMERT on VQA 2.0."
     known_splits = ("train", "nominival", "minival", "valid", "test")
     server_splits = ("test",)
-    presentation = Presentation(images="one", text="question", output="answers")
+    presentation = Presentation(images="one", text="question", output="answers", priority=2)
 
     @classmethod
     def predict_splits(cls, name: str) -> list[PredictSplit]:

@@ -31,6 +31,7 @@ request given a ``cancel`` event stops at the next module call once the event is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -110,6 +111,19 @@ class VerifyResult:
     @property
     def answer(self) -> bool:
         return self.prob_true >= 0.5
+
+
+@dataclass(frozen=True)
+class OneRun:
+    """One forward pass on one image and one text: the picture and its regions, whether they came from the
+    cache, the extractor's seconds, the model's output, whether the text was cut, the [CLS]'s attention."""
+
+    entry: CachedRegions
+    reused: bool
+    extract_seconds: float
+    output: Tensor
+    truncated: bool
+    weights: Tensor | None
 
 
 @dataclass(frozen=True)
@@ -361,6 +375,17 @@ class Asker:
         truncated = len(self.tokenizer.tokenize(text)) > self.max_length - 2
         return tokens, truncated
 
+    def _one(self, image: Any, text: str, cancel: threading.Event | None, probe: bool) -> OneRun:
+        """The model on one image and one text (batch of one); with ``probe``, the [CLS]'s attention too."""
+        entry, reused, extract_s = self.regions_of(image, cancel)
+        feats, boxes = self.model_inputs(entry.regions, *entry.picture.size)
+        tokens, truncated = self._tokens(text, 1)
+        watch = CrossAttentionProbe(self.model.lxrt_encoder.bert) if probe else contextlib.nullcontext()
+        with cancellable([self.model], cancel), watch as seen:
+            out = self.model(tokens.input_ids, feats[None], boxes[None], tokens.attention_mask, tokens.token_type_ids)
+        weights = None if seen is None or seen.weights is None else seen.weights[0]
+        return OneRun(entry, reused, extract_s, out, truncated, weights)
+
     # -- questions
     @torch.inference_mode()
     def ask(self, image: Any, question: str, top: int = TOP, cancel: threading.Event | None = None) -> AskResult:
@@ -368,18 +393,13 @@ class Asker:
         self._expect("question")
         question = check_text(question, self.info.presentation.text)
         start = time.perf_counter()
-        entry, reused, extract_s = self.regions_of(image, cancel)
-        picture, regions = entry.picture, entry.regions
-        feats, boxes = self.model_inputs(regions, *picture.size)
-        text, truncated = self._tokens(question, 1)
-        with cancellable([self.model], cancel), CrossAttentionProbe(self.model.lxrt_encoder.bert) as probe:
-            logits = self.model(text.input_ids, feats[None], boxes[None], text.attention_mask, text.token_type_ids)
+        run = self._one(image, question, cancel, probe=True)
+        logits, picture, regions = run.output, run.entry.picture, run.entry.regions
         probs = logits.float().softmax(-1)[0]
         values, index = probs.topk(min(top, probs.numel()))
         answers = [(self.answers[i], float(v)) for v, i in zip(values.tolist(), index.tolist())]
-        weights = None if probe.weights is None else probe.weights[0]
-        return AskResult(question, answers, self._image_regions(picture, regions, weights), self.task,
-                         time.perf_counter() - start, truncated, reused, extract_s)  # fmt: skip
+        return AskResult(question, answers, self._image_regions(picture, regions, run.weights), self.task,
+                         time.perf_counter() - start, run.truncated, run.reused, run.extract_seconds)  # fmt: skip
 
     def ask_many(
         self, image: Any, questions: Sequence[str], top: int = TOP, cancel: threading.Event | None = None
@@ -452,16 +472,12 @@ class Asker:
         self._expect("box")
         expression = check_text(expression, self.info.presentation.text)
         start = time.perf_counter()
-        entry, reused, extract_s = self.regions_of(image, cancel)
-        picture, regions = entry.picture, entry.regions
-        feats, boxes = self.model_inputs(regions, *picture.size)
-        text, truncated = self._tokens(expression, 1)
-        with cancellable([self.model], cancel):
-            scores = self.model(text.input_ids, feats[None], boxes[None], text.attention_mask, text.token_type_ids)
+        run = self._one(image, expression, cancel, probe=False)
+        scores, picture, regions = run.output, run.entry.picture, run.entry.regions
         probs = scores.float()[0].softmax(-1)
         index = int(probs.argmax())
         x1, y1, x2, y2 = (float(v) for v in np.asarray(regions.boxes, dtype=np.float64)[index])
         box = [round(v, 2) for v in (x1, y1, x2 - x1, y2 - y1)]
         drawn = self._image_regions(picture, regions, probs)
         return LocateResult(expression, index, box, float(probs[index]), drawn, time.perf_counter() - start,
-                            truncated, reused, extract_s)  # fmt: skip
+                            run.truncated, run.reused, run.extract_seconds)  # fmt: skip

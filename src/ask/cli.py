@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
+
 from ask.asker import TOP, Asker
 from ask.checkpoints import AskError
 from ask.inputs import DEFAULT_MAX_PIXELS, clean_text
@@ -163,14 +165,20 @@ def judge_pair(asker: Asker, images: list[str], text: str, out: Path, top: int) 
     return {"prob_true": result.prob_true, "png": str(png)}
 
 
+def _ranking(names: list[str], scores: Any, top: int) -> list[int]:
+    """Print ``names`` best score first (the ``top`` of them); returns the full order."""
+    order = [int(i) for i in np.argsort(-np.asarray(scores), kind="stable")]
+    for rank, i in enumerate(order[:top], 1):
+        print(f"  {rank}. {names[i]}  score {scores[i]:.4f}")
+    return order
+
+
 def rank_images(asker: Asker, images: list[str], text: str, out: Path, top: int) -> dict[str, Any]:
     from ask.draw import rank_figure
 
     result = asker.rank(images, [text])
     print(f"{asker.info.presentation.text}: {result.texts[0]}")
-    order = result.ranking(0)
-    for rank, i in enumerate(order[:top], 1):
-        print(f"  {rank}. {clean_text(images[i], visible=True)}  score {result.scores[0, i]:.4f}")
+    order = _ranking([clean_text(i, visible=True) for i in images], result.scores[0], top)
     png = rank_figure(result, out, 0, top)
     _done(result.seconds, result.reused, 0.0, png)
     return {"ranking": [images[i] for i in order], "scores": result.scores[0].tolist(), "png": str(png)}
@@ -181,9 +189,7 @@ def rank_texts(asker: Asker, image: str, texts: list[str], out: Path, top: int) 
 
     result = asker.rank([image], texts)
     print(f"image: {clean_text(image, visible=True)}")
-    order = result.text_ranking(0)
-    for rank, t in enumerate(order[:top], 1):
-        print(f"  {rank}. {result.texts[t]}  score {result.scores[t, 0]:.4f}")
+    order = _ranking(result.texts, result.scores[:, 0], top)
     png = text_rank_figure(result, out, 0, top)
     _done(result.seconds, result.reused, 0.0, png)
     return {"ranking": [result.texts[t] for t in order], "scores": result.scores[:, 0].tolist(), "png": str(png)}

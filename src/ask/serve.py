@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -221,104 +221,95 @@ class Service:
                     del self._sessions[session]
 
     # -- handlers
+    def _run(self, session: str | None, what: str, empty: tuple, work: Callable[[Any], tuple]) -> tuple:
+        """``work(cancel)`` for page ``session`` (a newer request of the session cancels it); a failure is
+        ``empty`` plus a status line that names what was wrong (never a server path)."""
+        try:
+            with self._request(session) as cancel:
+                return work(cancel)
+        except Cancelled:
+            return (*empty, CANCELLED)
+        except (AskError, CheckpointError, OSError) as err:
+            return (*empty, f"⚠️ {self.public(clean_text(str(err), visible=True))}")
+        except Exception as err:  # the page keeps serving; the log has the traceback
+            log.exception(f"{what} failed")
+            return (*empty, f"⚠️ internal error: {type(err).__name__}: {self.public(str(err))}")
+
+    def _asker_for(self, load: str | None, tab: str) -> Asker:
+        if not load and tab != "question":
+            raise AskError(no_model(tab))
+        return self.asker(load)
+
     def answer(
         self, image: Any, question: str, load: str | None = None, session: str | None = None
     ) -> tuple[dict[str, float], Image.Image | None, str]:
         """(answer -> probability for the top 5, the image with its regions, a status line)."""
-        try:
-            with self._request(session) as cancel:
-                picture = self._image(image, "image")
-                asker = self.asker(load)
-                with self._lock:
-                    result = asker.ask(picture, question, cancel=cancel)
-        except Cancelled:
-            return NO_ANSWER, None, CANCELLED
-        except (AskError, CheckpointError, OSError) as err:
-            return NO_ANSWER, None, f"⚠️ {self.public(clean_text(str(err), visible=True))}"
-        except Exception as err:  # the page keeps serving; the log has the traceback
-            log.exception("answering failed")
-            return NO_ANSWER, None, f"⚠️ internal error: {type(err).__name__}: {self.public(str(err))}"
-        first, prob = result.answers[0]
-        status = f"**{first}** ({prob:.1%}) for “{result.question}” · {result.seconds * 1000:.0f} ms"
-        if result.reused:
-            status += " (regions reused)"
-        if result.truncated:
-            status += " · the question was cut to the model's length"
-        return dict(result.answers), overlay(result.regions), status
+
+        def work(cancel: Any) -> tuple:
+            picture, asker = self._image(image, "image"), self._asker_for(load, "question")
+            with self._lock:
+                result = asker.ask(picture, question, cancel=cancel)
+            first, prob = result.answers[0]
+            status = f"**{first}** ({prob:.1%}) for “{result.question}” · {result.seconds * 1000:.0f} ms"
+            if result.reused:
+                status += " (regions reused)"
+            if result.truncated:
+                status += " · the question was cut to the model's length"
+            return dict(result.answers), overlay(result.regions), status
+
+        return self._run(session, "answering", (NO_ANSWER, None), work)
 
     def verify(
         self, left: Any, right: Any, statement: str, load: str | None = None, session: str | None = None
     ) -> tuple[dict[str, float], Image.Image | None, Image.Image | None, str]:
         """({"true": p, "false": 1 - p}, both images with their regions, a status line)."""
-        try:
-            if not load:
-                raise AskError(no_model("pair"))
-            with self._request(session) as cancel:
-                a, b = self._image(left, "left image"), self._image(right, "right image")
-                asker = self.asker(load)
-                with self._lock:
-                    result = asker.verify(a, b, statement, cancel=cancel)
-        except Cancelled:
-            return NO_ANSWER, None, None, CANCELLED
-        except (AskError, CheckpointError, OSError) as err:
-            return NO_ANSWER, None, None, f"⚠️ {self.public(clean_text(str(err), visible=True))}"
-        except Exception as err:
-            log.exception("judging failed")
-            return NO_ANSWER, None, None, f"⚠️ internal error: {type(err).__name__}: {self.public(str(err))}"
-        verdict = {"true": result.prob_true, "false": 1.0 - result.prob_true}
-        status = f"**{str(result.answer).lower()}** (P(true) {result.prob_true:.1%}) · {result.seconds * 1000:.0f} ms"
-        return verdict, overlay(result.left), overlay(result.right), status
+
+        def work(cancel: Any) -> tuple:
+            a, b = self._image(left, "left image"), self._image(right, "right image")
+            asker = self._asker_for(load, "pair")
+            with self._lock:
+                result = asker.verify(a, b, statement, cancel=cancel)
+            verdict = {"true": result.prob_true, "false": 1.0 - result.prob_true}
+            status = f"**{str(result.answer).lower()}** (P(true) {result.prob_true:.1%})"
+            return verdict, overlay(result.left), overlay(result.right), f"{status} · {result.seconds * 1000:.0f} ms"
+
+        return self._run(session, "judging", (NO_ANSWER, None, None), work)
 
     def rank(
         self, images: Any, caption: str, load: str | None = None, session: str | None = None
     ) -> tuple[list[tuple[Image.Image, str]], str]:
         """(the images, best match first, each captioned with its rank and score; a status line)."""
-        try:
-            if not load:
-                raise AskError(no_model("gallery"))
+
+        def work(cancel: Any) -> tuple:
             files = [self._image(f, "image") for f in (images or [])]
             if not files:
                 raise AskError("no images: upload two or more")
-            with self._request(session) as cancel:
-                asker = self.asker(load)
-                with self._lock:
-                    result = asker.rank(files, [caption], cancel=cancel)
-        except Cancelled:
-            return [], CANCELLED
-        except (AskError, CheckpointError, OSError) as err:
-            return [], f"⚠️ {self.public(clean_text(str(err), visible=True))}"
-        except Exception as err:
-            log.exception("ranking failed")
-            return [], f"⚠️ internal error: {type(err).__name__}: {self.public(str(err))}"
-        order = result.ranking(0)
-        shown = [(result.images[i].image, f"#{r} · image {i + 1} · score {result.scores[0, i]:.3f}")
-                 for r, i in enumerate(order, 1)]  # fmt: skip
-        status = f"**image {order[0] + 1}** matches best · {len(order)} images · {result.seconds * 1000:.0f} ms"
-        return shown, status
+            asker = self._asker_for(load, "gallery")
+            with self._lock:
+                result = asker.rank(files, [caption], cancel=cancel)
+            order = result.ranking(0)
+            shown = [(result.images[i].image, f"#{r} · image {i + 1} · score {result.scores[0, i]:.3f}")
+                     for r, i in enumerate(order, 1)]  # fmt: skip
+            status = f"**image {order[0] + 1}** matches best · {len(order)} images"
+            return shown, f"{status} · {result.seconds * 1000:.0f} ms"
+
+        return self._run(session, "ranking", ([],), work)
 
     def locate(
         self, image: Any, expression: str, load: str | None = None, session: str | None = None
     ) -> tuple[Image.Image | None, str]:
         """(the image with the chosen region in red and the runners-up, a status line with its box)."""
-        try:
-            if not load:
-                raise AskError(no_model("box"))
-            with self._request(session) as cancel:
-                picture = self._image(image, "image")
-                asker = self.asker(load)
-                with self._lock:
-                    result = asker.locate(picture, expression, cancel=cancel)
-        except Cancelled:
-            return None, CANCELLED
-        except (AskError, CheckpointError, OSError) as err:
-            return None, f"⚠️ {self.public(clean_text(str(err), visible=True))}"
-        except Exception as err:
-            log.exception("locating failed")
-            return None, f"⚠️ internal error: {type(err).__name__}: {self.public(str(err))}"
-        x, y, w, h = result.box
-        status = (f"**region {result.index}** ({result.prob:.1%}): x {x:.0f}, y {y:.0f}, w {w:.0f}, h {h:.0f} px · "
-                  f"{result.seconds * 1000:.0f} ms")  # fmt: skip
-        return overlay(result.regions), status
+
+        def work(cancel: Any) -> tuple:
+            picture, asker = self._image(image, "image"), self._asker_for(load, "box")
+            with self._lock:
+                result = asker.locate(picture, expression, cancel=cancel)
+            x, y, w, h = result.box
+            status = (f"**region {result.index}** ({result.prob:.1%}): x {x:.0f}, y {y:.0f}, w {w:.0f}, h {h:.0f} px · "
+                      f"{result.seconds * 1000:.0f} ms")  # fmt: skip
+            return overlay(result.regions), status
+
+        return self._run(session, "locating", (None,), work)
 
 
 def no_model(tab: str) -> str:

@@ -18,7 +18,7 @@ from PIL import Image
 from ask import Asker, AskError
 from ask.checkpoints import find_checkpoints
 from ask.cli import main as ask_main
-from ask.serve import Service
+from ask.service import Service
 from features.extractors import GridObjectExtractor
 from features.store import normalize_boxes
 from lxrt import LXRTConfig, save_state_dict

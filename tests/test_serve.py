@@ -23,16 +23,8 @@ import torch
 from PIL import Image
 
 from ask import find_checkpoints
-from ask.serve import (
-    NO_ANSWER,
-    Service,
-    build_page,
-    launch_page,
-    own_examples,
-    photo_examples,
-    upload_path,
-    upload_roots,
-)
+from ask.page import build_page, launch_page, own_examples, photo_examples, upload_roots
+from ask.service import NO_ANSWER, Service, upload_path
 from demo.easy_vqa_data import image_path
 from features.extractors import available_extractors
 from lxrt import LXRTConfig, save_state_dict

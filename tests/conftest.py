@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +16,21 @@ CHEAP_SESSION_FIXTURES = {"demo_args"}
 """Session fixtures that build nothing: their tests need not share a worker."""
 
 
+def _ours(fixture: object) -> bool:
+    """Whether a fixture is the suite's own (defined in a conftest.py or a test file), not pytest's or a plugin's."""
+    try:
+        name = Path(inspect.getfile(getattr(fixture, "func", None))).name  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return name == "conftest.py" or name.startswith("test_")
+
+
 def _shared_fixtures(item: pytest.Item) -> tuple[str | None, str | None]:
-    """(the project's session fixture, the module whose module fixture) ``item`` uses, each None if none."""
+    """(the suite's session fixture, the module whose module fixture) ``item`` uses, each None if none."""
     info = getattr(item, "_fixtureinfo", None)
     session = module = None
     for name, defs in (info.name2fixturedefs.items() if info is not None else ()):
-        if not defs or not defs[-1].baseid.startswith("tests"):  # pytest's own, or a plugin's
+        if not defs or not _ours(defs[-1]):
             continue
         if defs[-1].scope == "session" and name not in CHEAP_SESSION_FIXTURES:
             session = name

@@ -6,4 +6,6 @@ cd "$REPO"
 bash run/setup.bash --dev
 .venv/bin/ruff check src tests bench tools
 PYTHONPATH=src:. .venv/bin/lint-imports --no-cache  # the import rules of pyproject.toml (docs/architecture.md)
-exec .venv/bin/python -m pytest "$@"
+# One worker per core of a small machine (TEST_WORKERS=N for another count, 0 for none); tests that share a
+# module or session fixture stay on one worker (tests/conftest.py).
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadgroup "$@"

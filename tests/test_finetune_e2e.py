@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,13 @@ from lxrt import LXMERTForPretraining, LXRTConfig, read_state_dict, save_state_d
 from tasks.synthetic import SyntheticConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A port no process listens on now: runs on parallel test workers never meet on one rendezvous port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 MODEL = LXRTConfig.tiny(hidden_size=64, num_attention_heads=4, intermediate_size=128, visual_feat_dim=64)
 NO_DROPOUT = MODEL.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
@@ -219,7 +227,7 @@ def test_two_processes_match_one_process(root: Path, mode: str):
     if not (root / "snap/vqa/single/checkpoint.pt").is_file():
         run_script(root, "vqa_finetune.bash", "0", "single", *common)
     env = _env()
-    env.update(NPROC_PER_NODE="2", MASTER_PORT=str(29500 + (os.getpid() + len(mode)) % 1000))
+    env.update(NPROC_PER_NODE="2", MASTER_PORT=str(free_port()))
     extra = ["--fsdp"] if mode == "fsdp" else []
     run_script(root, "vqa_finetune.bash", "0", mode, *common, *extra, env=env)
     one = torch.load(root / "snap/vqa/single/checkpoint.pt", weights_only=False)["model"]

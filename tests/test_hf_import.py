@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def test_import_writes_a_snapshot_that_ask_loads_like_any_other(tmp_path) -> Non
     labels = json.loads((REPO_DATA / "vqa" / "trainval_label2ans.json").read_text())
     assert facts.task == "vqa" and facts.num_outputs == 3129 and facts.model.hidden_size == 64
     assert facts.answers.matches(labels) and facts.answers.name == "data/vqa/trainval_label2ans.json"
-    assert facts.extra["source"] == f"unc-nlp/lxmert-vqa-uncased@{manifest.VQA_MODEL_REVISION}"
+    assert facts.extra["source"] == f"unc-nlp/lxmert-vqa-uncased@{release.revision()}"
     assert json.loads((out.parent / "trainval_label2ans.json").read_text()) == labels
     assert all(k.startswith(("lxrt_encoder.model.bert.", "logit_fc.")) for k in torch.load(out, weights_only=True))
 
@@ -265,7 +266,8 @@ def test_offline_download_names_the_file_and_the_url(tmp_path, capsys) -> None:
     assert download.main(["vqa-model", "--base-url", base, "--data-root", str(tmp_path / "data"), "--snap-root",
                           str(tmp_path / "snap"), "--retries", "0", "--no-progress"]) == 1  # fmt: skip
     err = capsys.readouterr().err
-    assert f"{base}/unc-nlp/lxmert-vqa-uncased/resolve/{manifest.VQA_MODEL_REVISION}/config.json" in err, err
+    revision = hf_import.release_for("vqa-model").revision()
+    assert f"{base}/unc-nlp/lxmert-vqa-uncased/resolve/{revision}/config.json" in err, err
     assert "network" in err
 
 
@@ -277,4 +279,7 @@ def test_manifest_pins_the_released_models() -> None:
         assert weights.url.startswith(f"https://huggingface.co/{repo}/resolve/") and len(weights.sha256) == 64
         assert weights.dest == f"snap/hf/{repo.split('/')[1]}/pytorch_model.bin"
         assert hf_import.release_for(group).source == str(Path(weights.dest).parent)
-    assert manifest.select(["vqa-model"])[0].url.split("/resolve/")[1].startswith(manifest.VQA_MODEL_REVISION)
+    # VQA is pinned to a full commit id (the hub's file URLs need all 40 digits), the same for both files
+    revision = hf_import.release_for("vqa-model").revision()
+    assert re.fullmatch(r"[0-9a-f]{40}", revision), revision
+    assert [s.url.split("/resolve/")[1].split("/")[0] for s in manifest.select(["vqa-model"])] == [revision] * 2

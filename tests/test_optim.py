@@ -84,14 +84,21 @@ def test_adamw_groups_skip_decay_on_bias_and_layernorm():
 
 
 def test_bert_adam_checks_its_settings_and_gradients():
+    """The original's checks and messages (``lxrt.optimization`` is the original's API)."""
     layer = nn.Linear(2, 2)
-    with pytest.raises(ValueError, match=r"^invalid learning rate -0.1$"):
+    with pytest.raises(ValueError, match=r"^Invalid learning rate: -0.1 - should be >= 0.0$"):
         BertAdam(layer.parameters(), lr=-0.1)
-    with pytest.raises(ValueError, match=r"^warmup must be in \[0, 1\), got 1.0$"):
+    with pytest.raises(ValueError, match=r"^Invalid warmup: 1.0 - should be in \[0.0, 1.0\[ or -1$"):
         BertAdam(layer.parameters(), lr=0.1, warmup=1.0, t_total=10)
-    with pytest.raises(ValueError, match="warmup must be in"):
+    with pytest.raises(ValueError, match="Invalid warmup"):
         BertAdam(layer.parameters(), lr=0.1, warmup=-0.1, t_total=10)
-    BertAdam(layer.parameters(), lr=0.0, warmup=1.0, t_total=-1)  # no schedule: the warm-up is unused
+    with pytest.raises(ValueError, match="Invalid warmup"):  # refused as in the original, schedule or not
+        BertAdam(layer.parameters(), lr=0.0, warmup=1.0, t_total=-1)
+    with pytest.raises(ValueError, match=r"^Invalid b1 parameter: 1.0 - should be in \[0.0, 1.0\[$"):
+        BertAdam(layer.parameters(), lr=0.1, b1=1.0)
+    with pytest.raises(ValueError, match=r"^Invalid schedule parameter: 'step'; choose from "):
+        BertAdam(layer.parameters(), lr=0.1, schedule="step")
+    BertAdam(layer.parameters(), lr=0.0, warmup=-1, t_total=-1)  # no warm-up, no schedule: the defaults
     BertAdam(layer.parameters(), lr=0.1, warmup=0.0, t_total=10)
     emb = nn.Embedding(5, 2, sparse=True)
     emb(torch.tensor([1])).sum().backward()
@@ -166,16 +173,18 @@ def test_defaults_and_the_edges_of_the_schedule_settings():
     p = nn.Parameter(torch.ones(2))
     group = BertAdam([p], lr=0.1, t_total=10).param_groups[0]
     settings = (group["warmup"], group["weight_decay"], group["b1"], group["b2"], group["eps"])
-    assert settings == (0.1, 0.01, 0.9, 0.999, 1e-6)
+    assert settings == (-1, 0.01, 0.9, 0.999, 1e-6)  # the original's signature: warmup=-1, e=1e-6
     assert build_optimizer(nn.Linear(2, 2), "bert", lr=0.1, t_total=10, warmup=0.1)[0].defaults["weight_decay"] == 0.01
     opt, _ = build_optimizer(nn.Linear(2, 2), "adamw", lr=0.1, t_total=10, warmup=0.1, weight_decay=0.05)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
-    BertAdam([p], lr=0.1, warmup=1.0, t_total=0)  # no schedule (t_total <= 0): any warm-up is accepted
-    with pytest.raises(ValueError, match="warmup must be in"):
+    with pytest.raises(ValueError, match="Invalid warmup"):
         BertAdam([p], lr=0.1, warmup=1.0, t_total=1)
-    for t_total, expected in ((0, 0.1), (-1, 0.1), (1, 0.0)):  # t_total 0: constant; 1: scheduled (0 at step 0)
+    for t_total, expected in ((-1, 0.1), (-5, 0.1), (1, 0.0)):  # t_total < 0: constant; 1: scheduled (0 at step 0)
         opt = BertAdam([nn.Parameter(torch.ones(1))], lr=0.1, warmup=0.5, t_total=t_total)
         assert current_lr(opt) == expected, t_total
+    opt = BertAdam([nn.Parameter(torch.ones(1))], lr=0.1, warmup=0.5, t_total=0)  # built: an evaluation-only run
+    with pytest.raises(ValueError, match=r"^BertAdam with t_total=0 cannot step"):
+        current_lr(opt)
 
 
 def test_no_decay_on_any_bias_or_layernorm_parameter_whatever_its_shape():

@@ -116,7 +116,7 @@ def test_local_split_with_missing_features_is_predicted_without_them(
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO):
         module.main(_args(base, out, "--recipe", recipe, "--test", split, data=data))
-    ids = _written_ids(out / predict)
+    ids = _written_ids(out / predict, task)
     assert len(ids) == total - 1 and missing_id not in ids
     drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert len(drops) == 1 and f"dropped 1 of {total} records" in drops[0], drops

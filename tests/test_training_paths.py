@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,13 @@ from tasks.synthetic import SyntheticConfig, generate
 from tasks.vqa import VQATask
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A port no process listens on now: runs on parallel test workers never meet on one rendezvous port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 MODEL = LXRTConfig.tiny(hidden_size=32, num_attention_heads=2, intermediate_size=64, visual_feat_dim=16,
                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
@@ -184,7 +192,7 @@ def _script(root: Path, script: str, *args: str, nproc: int = 1, audit: Path | N
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     if nproc > 1:
-        env.update(NPROC_PER_NODE=str(nproc), MASTER_PORT=str(29100 + os.getpid() % 800))
+        env.update(NPROC_PER_NODE=str(nproc), MASTER_PORT=str(free_port()))
     if audit is not None:
         (root / "audit").mkdir(exist_ok=True)
         (root / "audit" / "sitecustomize.py").write_text(AUDIT)

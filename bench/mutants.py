@@ -54,7 +54,10 @@ MODULES: dict[str, Module] = {
         ("src/features/butd/model.py", "src/features/butd/extractor.py", "src/features/butd/labels.py"),
         ("tests/test_butd_reference.py", "tests/test_butd_extract.py", "tests/test_butd_weights.py", "-m", "not slow"),
     ),  # fmt: skip
-    "store": Module(("src/features/store.py", "src/features/store/*.py"), ("tests/test_store.py",)),
+    "store": Module(
+        ("src/features/store.py", "src/features/store_writer.py"),
+        ("tests/test_store.py", "tests/test_store_details.py", "tests/test_bad_files.py"),
+    ),
     "ask": Module(("src/ask/*.py",), ("tests/test_ask.py", "tests/test_serve.py", "-k", "not page")),
 }
 

@@ -225,3 +225,26 @@ def test_cli_writes_random_weights_and_checks_a_file(
     assert err.startswith(f"error: {out}: not a readable PyTorch state dict") and err.count("\n") == 1
     with pytest.raises(SystemExit):
         weights.main([])  # one of --random / --check is required
+
+
+def test_the_command_line_and_defaults_are_as_documented(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``python -m features.butd.weights --random OUT.bin [--seed N]`` / ``--check FILE``, seed 0 by default (the
+    functions' default too); the help names each option's purpose."""
+    import features.butd.weights as weights
+
+    with pytest.raises(SystemExit):
+        weights.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    usage = "usage: python -m features.butd.weights [-h] (--random OUT.bin | --check FILE) [--seed SEED]"
+    assert text.startswith(usage)
+    for line in (
+        "Write random detector weights with the released key list, or check a weights file.",
+        "--random OUT.bin write random weights to this file",
+        "--check FILE load FILE strictly and report mismatches",
+        "--seed SEED random seed for --random (default 0)",
+    ):
+        assert line in text, line
+    a, b = random_state_dict(cfg=SMALL), random_state_dict(0, SMALL)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    saved = torch.load(save_random_weights(tmp_path / "r.bin", cfg=SMALL), weights_only=True)
+    assert all(torch.equal(saved[k], b[k]) for k in b)

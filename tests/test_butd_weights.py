@@ -101,7 +101,7 @@ def test_reshaped_key_is_named(tmp_path: Path, random_file: Path) -> None:
 def test_not_a_checkpoint_is_named(tmp_path: Path) -> None:
     html = tmp_path / "pytorch_model.bin"
     html.write_text("<!DOCTYPE html><html>Sign in</html>")
-    with pytest.raises(WeightsError, match=r"pytorch_model\.bin: not a readable .*HTML page"):
+    with pytest.raises(WeightsError, match=r"pytorch_model\.bin: not a readable .*HTML page, not the detector's "):
         load_weights(Detector(SMALL), html)
     with pytest.raises(FileNotFoundError, match="no such detector weights file"):
         load_weights(Detector(SMALL), tmp_path / "absent.bin")

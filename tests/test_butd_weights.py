@@ -236,9 +236,9 @@ def test_the_command_line_and_defaults_are_as_documented(tmp_path: Path, capsys:
         weights.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     usage = "usage: python -m features.butd.weights [-h] (--random OUT.bin | --check FILE) [--seed SEED]"
-    assert text.startswith(usage)
+    about = "Write random detector weights with the released key list, or check a weights file."
+    assert text.startswith(f"{usage} {about} ")
     for line in (
-        "Write random detector weights with the released key list, or check a weights file.",
         "--random OUT.bin write random weights to this file",
         "--check FILE load FILE strictly and report mismatches",
         "--seed SEED random seed for --random (default 0)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from features.butd.model import Detector, DetectorConfig
-from features.butd.weights import WeightsError, load_weights, random_state_dict, save_random_weights
+from features.butd.model import ConvBN, Detector, DetectorConfig, cell_anchors
+from features.butd.weights import WeightsError, load_weights, random_state_dict, read_weights, save_random_weights
 
 KEYS = Path(__file__).parent / "data" / "butd_keys.txt"  # names/shapes/dtypes of the public checkpoint
 SMALL = DetectorConfig(width=4, stem_channels=8, blocks=(1, 1, 2, 1), rpn_hidden=16, num_classes=20, num_attrs=6)
@@ -100,7 +101,7 @@ def test_reshaped_key_is_named(tmp_path: Path, random_file: Path) -> None:
 def test_not_a_checkpoint_is_named(tmp_path: Path) -> None:
     html = tmp_path / "pytorch_model.bin"
     html.write_text("<!DOCTYPE html><html>Sign in</html>")
-    with pytest.raises(WeightsError, match=r"pytorch_model\.bin: not a readable .*HTML page"):
+    with pytest.raises(WeightsError, match=r"pytorch_model\.bin: not a readable .*HTML page, not the detector's "):
         load_weights(Detector(SMALL), html)
     with pytest.raises(FileNotFoundError, match="no such detector weights file"):
         load_weights(Detector(SMALL), tmp_path / "absent.bin")
@@ -132,3 +133,118 @@ def test_cli_reports_a_missing_file(tmp_path: Path) -> None:
         check=False,
     )
     assert res.returncode == 2 and "no such detector weights file" in res.stderr
+
+
+def _spread(t: torch.Tensor, std: float, what: str) -> None:
+    """``t`` looks drawn from N(0, std): its standard deviation within a few standard errors of ``std``."""
+    n = t.numel()
+    tol = 6 / math.sqrt(2 * n)
+    got = float(t.float().std()) if n > 1 else abs(float(t))
+    assert abs(got / std - 1) < max(tol, 0.05) or (n < 8 and got < 4 * std), (what, got, std)
+
+
+def _within(t: torch.Tensor, lo: float, hi: float, what: str) -> None:
+    assert lo <= float(t.min()) and float(t.max()) <= hi, (what, float(t.min()), float(t.max()))
+    if t.numel() >= 64:  # drawn over the whole interval, not a corner of it
+        span = hi - lo
+        assert float(t.min()) < lo + 0.25 * span and float(t.max()) > hi - 0.25 * span, what
+
+
+def test_random_weights_have_the_documented_scales() -> None:
+    """Convolutions He-initialised (the stem's 1/60 of it, for pixels of about +-60); BatchNorm near identity:
+    scale in [0.8, 1.2] (the last of each residual branch in [0.16, 0.24]), shift and running mean N(0, 0.1),
+    running variance in [0.8, 1.2], no batches tracked; the heads' small normal weights; the real cell anchors."""
+    state = random_state_dict(4, SMALL)
+    model = Detector(SMALL)
+    for name, module in model.named_modules():
+        if isinstance(module, ConvBN):
+            w = state[f"{name}.weight"]
+            fan_in = w.shape[1] * w.shape[2] * w.shape[3]
+            gain = 1 / 60 if w.shape[1] == 3 else 1.0
+            _spread(w, gain * math.sqrt(2 / fan_in), name)
+            scale = 0.2 if name.endswith("conv3") else 1.0
+            _within(state[f"{name}.norm.weight"], 0.8 * scale, 1.2 * scale, name)
+            _spread(state[f"{name}.norm.bias"], 0.1, name)
+            _spread(state[f"{name}.norm.running_mean"], 0.1, name)
+            _within(state[f"{name}.norm.running_var"], 0.8, 1.2, name)
+            assert int(state[f"{name}.norm.num_batches_tracked"]) == 0
+    stds = {
+        "proposal_generator.rpn_head.conv": 0.01,
+        "proposal_generator.rpn_head.objectness_logits": 0.01,
+        "proposal_generator.rpn_head.anchor_deltas": 0.003,
+        "roi_heads.box_predictor.cls_score": 0.01,
+        "roi_heads.box_predictor.bbox_pred": 0.001,
+        "roi_heads.box_predictor.fc_attr": 0.02,
+        "roi_heads.box_predictor.attr_score": 0.02,
+    }
+    for name, std in stds.items():
+        _spread(state[f"{name}.weight"], std, name)
+        _spread(state[f"{name}.bias"], std, name)
+    _spread(state["roi_heads.box_predictor.cls_embedding.weight"], 1.0, "cls_embedding")
+    anchors = state["proposal_generator.anchor_generator.cell_anchors.0"]
+    assert torch.equal(anchors, cell_anchors(SMALL.anchor_sizes, SMALL.anchor_ratios))
+
+
+def test_weights_saved_under_a_state_dict_key_load(tmp_path: Path) -> None:
+    """A file holding ``{"state_dict": ...}`` is unwrapped; a mapping with other values is refused by name."""
+    state = random_state_dict(0, SMALL)
+    wrapped = tmp_path / "wrapped.bin"
+    torch.save({"state_dict": state, "epoch": 3}, wrapped)
+    model = load_weights(Detector(SMALL), wrapped)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    odd = tmp_path / "odd.bin"
+    torch.save({"a": torch.zeros(1), "b": 3}, odd)
+    with pytest.raises(WeightsError, match=r"odd\.bin: expected a mapping of parameter names to tensors, got dict"):
+        read_weights(odd)
+    listed = tmp_path / "list.bin"
+    torch.save([torch.zeros(1)], listed)
+    with pytest.raises(WeightsError, match=r"list\.bin: expected a mapping .*, got list"):
+        read_weights(listed)
+
+
+def test_cli_writes_random_weights_and_checks_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--random OUT --seed N`` writes seed N's weights and says so; ``--check`` reports a file that loads;
+    a file that does not load is one ``error:`` line and exit status 2."""
+    import features.butd.weights as weights
+
+    monkeypatch.setattr(weights, "Detector", lambda cfg=None: Detector(cfg or SMALL))
+    monkeypatch.setattr(weights, "save_random_weights", lambda path, seed: save_random_weights(path, seed, SMALL))
+    out = tmp_path / "r.bin"
+    assert weights.main(["--random", str(out), "--seed", "7"]) == 0
+    assert capsys.readouterr().out == f"Wrote random detector weights (seed 7) to {out}\n"
+    saved = torch.load(out, weights_only=True)
+    assert all(torch.equal(v, saved[k]) for k, v in random_state_dict(7, SMALL).items())
+    assert weights.main(["--random", str(out)]) == 0 and "(seed 0)" in capsys.readouterr().out
+    assert weights.main(["--check", str(out)]) == 0
+    assert capsys.readouterr().out == f"{out}: loads strictly into the detector\n"
+    out.write_text("<html>")
+    assert weights.main(["--check", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}: not a readable PyTorch state dict") and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        weights.main([])  # one of --random / --check is required
+
+
+def test_the_command_line_and_defaults_are_as_documented(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``python -m features.butd.weights --random OUT.bin [--seed N]`` / ``--check FILE``, seed 0 by default (the
+    functions' default too); the help names each option's purpose."""
+    import features.butd.weights as weights
+
+    with pytest.raises(SystemExit):
+        weights.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    usage = "usage: python -m features.butd.weights [-h] (--random OUT.bin | --check FILE) [--seed SEED]"
+    about = "Write random detector weights with the released key list, or check a weights file."
+    assert text.startswith(f"{usage} {about} ")
+    for line in (
+        "--random OUT.bin write random weights to this file",
+        "--check FILE load FILE strictly and report mismatches",
+        "--seed SEED random seed for --random (default 0)",
+    ):
+        assert line in text, line
+    a, b = random_state_dict(cfg=SMALL), random_state_dict(0, SMALL)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    saved = torch.load(save_random_weights(tmp_path / "r.bin", cfg=SMALL), weights_only=True)
+    assert all(torch.equal(saved[k], b[k]) for k in b)

@@ -351,7 +351,8 @@ class StoreWriter:
             stored = feats.astype(self.dtype, copy=False)
         if not np.isfinite(stored).all():
             peak = float(np.nanmax(np.abs(feats.astype(np.float64))))
-            hint = " (beyond float16 range; convert with --dtype float32)" if np.isfinite(peak) else ""
+            # Only finite values that the cast made infinite are a range problem; NaN or inf given are not.
+            hint = " (beyond float16 range; convert with --dtype float32)" if np.isfinite(feats).all() else ""
             raise ValueError(f"{what}: features contain NaN or infinite values{hint}, max |x| = {peak:g}")
 
         given = {

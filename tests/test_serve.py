@@ -514,3 +514,14 @@ def test_page_tabs_rank_a_gallery_and_find_a_region(served, tmp_path) -> None:
         page.wait_for_selector("#box img", state="visible")
     finally:
         service.extractor, service.extractor_options = saved
+
+
+def test_messages_keep_paths_of_a_checkout_under_the_temporary_folder(tmp_path, monkeypatch) -> None:
+    """A checkout cloned under /tmp: its files are still named relative to the working folder (not cut to a
+    bare name as a temporary file is), uploads by their name, and paths elsewhere stay as they are."""
+    checkout, uploads = tmp_path / "checkout", tmp_path / "uploads"
+    checkout.mkdir()
+    monkeypatch.chdir(checkout)
+    service = Service("x", allowed=[uploads])
+    message = f"{uploads}/a/b.png is bad; {checkout}/snap/x/BEST.pth too; {tmp_path}/other/y.png; /etc/hosts"
+    assert service.public(message) == "b.png is bad; snap/x/BEST.pth too; y.png; /etc/hosts"

@@ -152,10 +152,10 @@ class Service:
         return value
 
     def public(self, message: str) -> str:
-        """``message`` without the server's paths: a file under the upload or temporary folders by its name,
-        one under the working folder relative to it."""
-        roots = [*self.allowed, Path(tempfile.gettempdir()).resolve()]
-        cwd = Path.cwd().resolve()
+        """``message`` without the server's paths: a file under the upload folders by its name, one under the
+        working folder relative to it, another one under the temporary folder by its name (in that order: a
+        checkout may itself live under the temporary folder)."""
+        cwd, temp = Path.cwd().resolve(), Path(tempfile.gettempdir()).resolve()
 
         def shorten(match: re.Match) -> str:
             path = Path(match.group(1))
@@ -163,11 +163,11 @@ class Service:
                 resolved = path.resolve()
             except (OSError, RuntimeError):
                 return match.group(1)
-            if any(resolved.is_relative_to(root) for root in roots):
+            if any(resolved.is_relative_to(root) for root in self.allowed):
                 return path.name
             if resolved.is_relative_to(cwd):
                 return str(resolved.relative_to(cwd))
-            return match.group(1)
+            return path.name if resolved.is_relative_to(temp) else match.group(1)
 
         return _ABSOLUTE_PATH.sub(shorten, message)
 

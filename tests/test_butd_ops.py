@@ -39,7 +39,7 @@ def brute_nms(boxes, scores, thresh) -> list[int]:
 def brute_roi_pool(feat: torch.Tensor, rois: torch.Tensor, size: int, scale: float) -> torch.Tensor:
     """Caffe's RoIPool loop: rounded corners, bins [floor(p*b), ceil((p+1)*b)), empty bins 0."""
     _, c, h, w = feat.shape
-    out = torch.zeros(len(rois), c, size, size)
+    out = torch.zeros(len(rois), c, size, size, dtype=feat.dtype)
     f32 = np.float32
     for k, r in enumerate(rois.tolist()):
         x1, y1, x2, y2 = (int(math.copysign(math.floor(abs(f32(v) * f32(scale)) + 0.5), v)) for v in r[1:])
@@ -335,3 +335,101 @@ def test_clip_and_decode_every_coordinate() -> None:
             pw, ph = math.exp(dw) * w, math.exp(dh) * h
             expected = [cx - pw / 2, cy - ph / 2, cx + pw / 2, cy + ph / 2]
             assert got[r, 4 * k : 4 * k + 4].tolist() == pytest.approx(expected, rel=1e-5, abs=1e-4), (r, k)
+
+
+# ---- which implementation runs --------------------------------------------------------------------------------
+
+
+class CompiledStandIn:
+    """Stands in for ``torch.ops.torchvision``: records each call and answers with the brute-force versions, so
+    the dispatch (arguments, their order and dtype, ``max_keep``) is checked where torchvision does not import."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple]] = []
+
+    def nms(self, boxes: torch.Tensor, scores: torch.Tensor, thresh: float) -> torch.Tensor:
+        self.calls.append(("nms", (boxes, scores, thresh)))
+        assert boxes.dtype == scores.dtype == torch.float32 and type(thresh) is float
+        return torch.tensor(brute_nms(boxes.tolist(), scores.tolist(), thresh), dtype=torch.int64)
+
+    def roi_pool(self, features, rois, scale, height, width):  # noqa: ANN001, ANN201
+        self.calls.append(("roi_pool", (features, rois, scale, height, width)))
+        assert rois.dtype == features.dtype and height == width
+        return brute_roi_pool(features, rois, height, scale), None
+
+
+def test_auto_uses_the_compiled_kernels_when_they_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``impl="auto"`` (the default everywhere) hands nms, batched_nms and roi_pool to torchvision's kernels with
+    the right arguments; ``impl="torch"`` never does; ``impl="torchvision"`` without them is a clear error."""
+    compiled = CompiledStandIn()
+    monkeypatch.setattr(ops, "torchvision_ops", lambda: compiled)
+    boxes, scores = random_boxes(40, 21), torch.rand(40, generator=torch.Generator().manual_seed(22))
+    expected = brute_nms(boxes.tolist(), scores.tolist(), 0.4)
+    assert ops.nms(boxes.double(), scores.double(), 0.4).tolist() == expected
+    assert [name for name, _ in compiled.calls] == ["nms"]
+    got_boxes, got_scores, got_thresh = compiled.calls[0][1]
+    assert torch.equal(got_boxes, boxes) and torch.equal(got_scores, scores) and got_thresh == 0.4
+    assert ops.nms(boxes, scores, 0.4, max_keep=3).tolist() == expected[:3]
+    assert ops.nms(boxes, scores, 0.4, max_keep=3, impl="torchvision").tolist() == expected[:3]
+    groups = torch.arange(40) % 4
+    assert ops.batched_nms(boxes, scores, groups, 0.4).tolist() == ops.batched_nms(
+        boxes, scores, groups, 0.4, impl="torch"
+    ).tolist()
+    assert len(compiled.calls) == 4  # the plain batched_nms above did not call it
+    feat = torch.randn(2, 3, 9, 11, generator=torch.Generator().manual_seed(23)).double()
+    rois = torch.tensor([[0, 3.0, 5.0, 60.0, 90.0], [1, 0.0, 0.0, 150.0, 120.0]])
+    pooled = ops.roi_pool(feat, rois, 4, 1 / 16)
+    name, (got_feat, got_rois, scale, height, width) = compiled.calls[-1]
+    assert name == "roi_pool" and got_feat is feat and torch.equal(got_rois, rois.double())
+    assert (scale, height, width) == (1 / 16, 4, 4)
+    assert torch.equal(pooled, brute_roi_pool(feat, rois, 4, 1 / 16))
+    calls = len(compiled.calls)
+    ops.nms(boxes, scores, 0.4, impl="torch")
+    ops.roi_pool(feat, rois, 4, 1 / 16, impl="torch")
+    assert len(compiled.calls) == calls
+    monkeypatch.setattr(ops, "torchvision_ops", lambda: None)
+    with pytest.raises(RuntimeError, match=r"^torchvision's compiled ops are not available \(torchvision does not"):
+        ops.nms(boxes, scores, 0.4, impl="torchvision")
+    assert ops.nms(boxes, scores, 0.4).tolist() == expected  # auto without them: the plain version
+
+
+def test_cpu_nms_is_the_greedy_loop_and_max_keep_zero_keeps_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU the greedy loop runs (the matrix fixed point is for accelerators: O(n^3) here), and ``max_keep``
+    means the same on every path, 0 included."""
+
+    def fixed_point(*_args: object) -> torch.Tensor:
+        raise AssertionError("the accelerator version ran on the CPU")
+
+    monkeypatch.setattr(ops, "_nms_fixed_point", fixed_point)
+    boxes, scores = random_boxes(30, 24), torch.rand(30, generator=torch.Generator().manual_seed(25))
+    expected = brute_nms(boxes.tolist(), scores.tolist(), 0.5)
+    assert ops.nms(boxes, scores, 0.5, impl="torch").tolist() == expected
+    for k in (0, 1, 4):
+        kept = ops.nms(boxes, scores, 0.5, max_keep=k, impl="torch")
+        assert kept.tolist() == expected[:k] and kept.dtype == torch.int64
+
+
+def test_roi_bins_stay_on_the_map() -> None:
+    """Bin bounds are clamped to [0, height] x [0, width] for rois above, below, left and right of the map."""
+    rois = torch.tensor([[0, -90.0, -80, -20, -10], [0, 200.0, 300, 260, 390], [0, -50.0, 10, 400, 30]])
+    hs, he, ws, we = ops.roi_bins(rois, 3, 1 / 4, height=12, width=16)
+    for bound, top in ((hs, 12), (he, 12), (ws, 16), (we, 16)):
+        assert int(bound.min()) >= 0 and int(bound.max()) <= top
+    assert hs[0].tolist() == he[0].tolist() == [0, 0, 0] and ws[1].tolist() == we[1].tolist() == [16, 16, 16]
+
+
+def test_roi_pool_every_small_roi_in_double_precision() -> None:
+    """Every integer roi around a small map (inside, across each border, outside), alone and all together, equals
+    Caffe's loop exactly; float64 maps stay float64; more images than channels; bins of one cell at the last
+    row and column."""
+    feat = torch.randn(3, 2, 5, 6, generator=torch.Generator().manual_seed(26), dtype=torch.float64)
+    spans = [(a, b) for a in range(-2, 9) for b in range(a, 9)]
+    rois = torch.tensor([[float(i % 3), x1, y1, x2, y2] for i, ((x1, x2), (y1, y2)) in
+                         enumerate((x, y) for x in spans for y in spans[::3])], dtype=torch.float64)  # fmt: skip
+    for size in (2, 3):
+        got = ops.roi_pool(feat, rois, size, 1.0, impl="torch")
+        assert got.dtype == torch.float64
+        assert torch.equal(got, brute_roi_pool(feat, rois, size, 1.0))
+    for roi in ([0, 8, 1, 9, 2], [1, 1, 6, 2, 7], [2, 4, 3, 5, 4], [2, 7, 7, 8, 8], [0, 5, 0, 5, 4]):
+        one = torch.tensor([roi], dtype=torch.float64)
+        assert torch.equal(ops.roi_pool(feat, one, 2, 1.0, impl="torch"), brute_roi_pool(feat, one, 2, 1.0)), roi

@@ -114,9 +114,9 @@ def _nms_greedy_cpu(boxes: np.ndarray, thresh: float, max_keep: int | None) -> l
     for i in range(n):
         if removed[i]:
             continue
-        keep.append(i)
         if max_keep is not None and len(keep) >= max_keep:
             break
+        keep.append(i)
         w = np.maximum(np.minimum(x2[i], x2[i + 1 :]) - np.maximum(x1[i], x1[i + 1 :]), np.float32(0))
         h = np.maximum(np.minimum(y2[i], y2[i + 1 :]) - np.maximum(y1[i], y1[i + 1 :]), np.float32(0))
         inter = w * h
@@ -222,10 +222,7 @@ def roi_bins(
 
 def _shifted_max(src: torch.Tensor, dim: int, step: int, out: torch.Tensor) -> None:
     """out[i] = max(src[i], src[i + step]) along ``dim`` (src[i] itself where i + step runs off the end)."""
-    n = src.shape[dim]
-    if step >= n:
-        out.copy_(src)
-        return
+    n = src.shape[dim]  # step < n: a table level exists only where a bin is at least 2 * step cells long
     torch.maximum(src.narrow(dim, 0, n - step), src.narrow(dim, step, n - step), out=out.narrow(dim, 0, n - step))
     out.narrow(dim, n - step, step).copy_(src.narrow(dim, n - step, step))
 

@@ -47,8 +47,9 @@ MODULES: dict[str, Module] = {
     "butd.presets": Module(("src/features/butd/presets.py",), ("tests/test_butd_presets.py", "tests/test_butd_ops.py")),
     "butd.pipeline": Module(
         ("src/features/butd/pipeline.py",),
-        ("tests/test_butd_ops.py", "tests/test_butd_presets.py", "tests/test_butd_reference.py", "-m", "not slow"),
-    ),
+        ("tests/test_butd_ops.py", "tests/test_butd_presets.py", "tests/test_butd_reference.py",
+         "tests/test_butd_proposals.py", "-m", "not slow"),
+    ),  # fmt: skip
     "butd.weights": Module(("src/features/butd/weights.py",), ("tests/test_butd_weights.py",)),
     "butd.rest": Module(
         ("src/features/butd/model.py", "src/features/butd/extractor.py", "src/features/butd/labels.py"),

@@ -53,7 +53,8 @@ MODULES: dict[str, Module] = {
     "butd.weights": Module(("src/features/butd/weights.py",), ("tests/test_butd_weights.py",)),
     "butd.rest": Module(
         ("src/features/butd/model.py", "src/features/butd/extractor.py", "src/features/butd/labels.py"),
-        ("tests/test_butd_reference.py", "tests/test_butd_extract.py", "tests/test_butd_weights.py", "-m", "not slow"),
+        ("tests/test_butd_reference.py", "tests/test_butd_extract.py", "tests/test_butd_weights.py",
+         "tests/test_butd_architecture.py", "-m", "not slow"),
     ),  # fmt: skip
     "store": Module(
         ("src/features/store.py", "src/features/store_writer.py"),

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from features.butd.extractor import ButdExtractor
 from features.butd.labels import attribute_names, object_names
 from features.butd.model import Detector, DetectorConfig
 from features.butd.weights import random_state_dict, save_random_weights
@@ -191,3 +192,59 @@ def test_hf_demo_keeps_the_ports_arithmetic(small_weights: dict) -> None:
     assert x_fast.is_contiguous(memory_format=torch.channels_last)
     assert not torch.equal(out_fast, out)
     assert torch.allclose(out_fast, out, rtol=1e-3, atol=1e-3)
+
+
+# ---- the extractor's own settings ---------------------------------------------------------------------------
+
+
+def test_weights_from_a_file_and_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A weights file loads strictly (an extra key is refused); a missing file or default names what to do."""
+    path = tmp_path / "w.bin"
+    torch.save(random_state_dict(7, SMALL), path)
+    from_file = ButdExtractor(path, preset="lxmert", config=SMALL)
+    from_dict = ButdExtractor(random_state_dict(7, SMALL), preset="lxmert", config=SMALL)
+    for (name, a), b in zip(from_file.model.state_dict().items(), from_dict.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(FileNotFoundError, match=r"^/\S+/missing\.bin: no such detector weights file$"):
+        ButdExtractor(tmp_path / "missing.bin", config=SMALL)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        ButdExtractor(None, config=SMALL)
+    assert str(err.value) == (
+        "no detector weights at snap/detector/pytorch_model.bin: download them with "
+        "`bash run/download_data.bash butd-detector` or pass --weights PATH (a pytorch_model.bin of "
+        "unc-nlp/frcnn-vg-finetuned)"
+    )
+    extra = {**random_state_dict(7, SMALL), "roi_heads.extra.weight": torch.zeros(1)}
+    with pytest.raises(RuntimeError, match="roi_heads.extra.weight"):
+        ButdExtractor(extra, config=SMALL)
+
+
+def test_extractor_options_reach_the_run(small_weights: dict) -> None:
+    """amp, box counts, threads, the numerics' memory format and the stage timer are the ones asked for; bad
+    values are refused with the accepted ones; the regions' dtypes are the store's."""
+    with pytest.raises(ValueError, match=r"^amp must be 'none' or 'bf16', got 'fp16'$"):
+        small_extractor(small_weights, "lxmert", amp="fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match=r"^device 'cuda' requested but torch sees no CUDA device$"):
+            small_extractor(small_weights, "lxmert", device="cuda")
+    threads = torch.get_num_threads()
+    asked = 2 if threads == 1 else 1  # not the current number
+    try:
+        ext = small_extractor(small_weights, "lxmert", amp="bf16", min_boxes=4, max_boxes=9, threads=asked)
+        assert torch.get_num_threads() == asked
+    finally:
+        torch.set_num_threads(threads)
+    assert ext.amp is True and (ext.preset.min_boxes, ext.preset.max_boxes) == (4, 9)
+    assert repr(ext) == "ButdExtractor(preset='lxmert', device='cpu', amp=True)"
+    fast = small_extractor(small_weights, "lxmert", fast_numerics=True)
+    assert fast.model.backbone.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    image = photo("coffee", 100)
+    plain = small_extractor(small_weights, "lxmert", short_side=100, max_side=160, rpn_post_nms=40)
+    plain.timer.enabled = True
+    regions = plain(image)
+    assert set(plain.timer.seconds) == {"backbone", "rpn", "roi_pool", "res5", "predictor", "select"}
+    assert regions.boxes.dtype == regions.features.dtype == regions.objects_conf.dtype == np.float32
+    assert regions.attrs_conf.dtype == np.float32 and regions.objects_id.dtype == regions.attrs_id.dtype == np.int64
+    half = small_extractor(small_weights, "lxmert", short_side=100, max_side=160, rpn_post_nms=40, amp="bf16")(image)
+    assert not np.array_equal(half.features, regions.features)  # bf16 autocast did run

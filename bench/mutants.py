@@ -60,9 +60,9 @@ MODULES: dict[str, Module] = {
         ("src/features/store.py", "src/features/store_writer.py"),
         ("tests/test_store.py", "tests/test_store_details.py", "tests/test_bad_files.py"),
     ),
-    "ask": Module(  # narrowed: what a snapshot is and how it is asked, not the page (browser tests) or drawing
-        ("src/ask/checkpoints.py", "src/ask/cli.py"),
-        ("tests/test_ask.py", "tests/test_ask_tasks.py", "tests/test_ask_text.py", "-k", "not page"),
+    "ask": Module(  # narrowed to what a snapshot is (task, sizes, default model); the rest of ask is end-to-end tested
+        ("src/ask/checkpoints.py",),
+        ("tests/test_ask_checkpoints.py", "tests/test_ask.py", "-k", "checkpoints or snapshot"),
     ),
 }
 

@@ -19,6 +19,7 @@ from ask.checkpoints import (
     default_checkpoint,
     describe_snapshot,
     find_checkpoints,
+    find_snapshots,
     fixed_widths,
     guess_task,
     head_kind,
@@ -266,3 +267,100 @@ def test_default_model_prefers_released_photo_models_then_priority_then_newest(t
     snap("pair", facts_of("nlvr2", 2, 2048, released=True), 0)  # never: it does not answer questions
     snap("region", facts_of("refcoco", 1, 2048, released=True), 0)
     assert default_checkpoint(tmp_path) == released
+
+
+# ---- edges found by mutation testing ---------------------------------------------------------------------------
+
+
+def test_sizes_at_their_edges() -> None:
+    """Head count for a width that is not a multiple of 64 (one head, not width // 64), an int; the feed-forward
+    width from the cross layers' ``inter`` keys alone or the other layers' ``intermediate`` alone; type and box
+    widths other than the defaults."""
+    odd = model_config(tensors(hidden=130), None, "s")
+    assert odd.num_attention_heads == 1
+    even = model_config(tensors(hidden=192), None, "s").num_attention_heads
+    assert even == 3 and type(even) is int
+    assert model_config(tensors(layers=(0, 2, 0), ffn=320), None, "s").intermediate_size == 320
+    assert model_config(tensors(layers=(2, 0, 1), ffn=310), None, "s").intermediate_size == 310
+    state = tensors()
+    state[E + "embeddings.token_type_embeddings.weight"] = torch.zeros(3, 128)
+    state[E + "encoder.visn_fc.box_fc.weight"] = torch.zeros(128, 6)
+    cfg = model_config(state, None, "s")
+    assert (cfg.type_vocab_size, cfg.visual_pos_dim) == (3, 6)
+
+
+def test_what_each_presentation_does_and_its_tab(tmp_path: Path) -> None:
+    from ask.checkpoints import does, find_task, tab_of
+
+    said = {name: does(find_task(name).presentation) for name in ("vqa", "nlvr2", "flickr30k", "refcoco")}
+    assert said == {"vqa": "answers a question about one image (ask)",
+                    "nlvr2": "judges a statement about two images (verify)",
+                    "flickr30k": "ranks images against a caption, or captions against an image (rank)",
+                    "refcoco": "finds the region an expression names (locate)"}  # fmt: skip
+    assert [tab_of(find_task(n).presentation) for n in ("gqa", "nlvr2", "flickr30k", "refcoco", "snli_ve")] == [
+        "question", "pair", "gallery", "box", "question"]  # fmt: skip
+    g = describe_snapshot(save(tmp_path / "g", tensors(feat=2048), facts=facts_of("flickr30k", 2, 2048)))
+    assert (g.task, g.tab, g.answers) == ("flickr30k", "gallery", False)
+
+
+def test_messages_name_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every reader error starts with the file it is about; the pretraining hint only for pretraining files;
+    a summary keeps the reason; without --data-root or a run the answer tables come from ./data."""
+    bare = save(tmp_path / "bare", tensors(head=None))
+    with pytest.raises(AskError) as err:
+        inspect_checkpoint(bare)
+    assert str(err.value) == f"{bare}: no answer head (logit_fc.*) and no facts file saying its task; top-level keys " \
+                             "['lxrt_encoder']"  # fmt: skip
+    summary = describe_snapshot(bare)
+    assert summary.problem == str(err.value)
+    broken = {k: v for k, v in tensors().items() if "box_fc" not in k}
+    cut = save(tmp_path / "cut", broken)
+    with pytest.raises(AskError, match=rf"^{cut}: not an LXMERT task snapshot"):
+        inspect_checkpoint(cut)
+    facts = save(tmp_path / "facts", tensors())
+    facts.with_suffix(".json").write_text("{broken")
+    with pytest.raises(AskError, match=rf"^{facts.with_suffix('.json')}"):
+        inspect_checkpoint(facts)
+    assert describe_snapshot(facts).problem.startswith(str(facts.with_suffix(".json")))
+    with pytest.raises(AskError, match=rf"{tmp_path / 'missing'}"):
+        inspect_checkpoint(tmp_path / "missing")
+    odd = describe_snapshot(save(tmp_path / "odd", tensors(), facts=SnapshotFacts(
+        task="lxmert_pretrain", model=LXRTConfig(hidden_size=128, num_attention_heads=2), num_outputs=7)))
+    assert odd.problem.startswith(f"{odd.path}: ")
+    monkeypatch.chdir(tmp_path)
+    answers(tmp_path / "data", "vqa", 7)
+    assert inspect_checkpoint(save(tmp_path / "plain", tensors()))[0].task == "vqa"
+    nine = save(tmp_path / "nine", tensors(head=("one", 9)))
+    with pytest.raises(AskError, match=rf"^{nine}: a one-image head with 9 outputs .*\(answer tables under data and "):
+        inspect_checkpoint(nine)
+
+
+def test_saved_facts_decide_the_sizes_over_the_run(tmp_path: Path) -> None:
+    facts = SnapshotFacts(task="vqa", model=LXRTConfig(hidden_size=128, num_attention_heads=4), num_outputs=7)
+    run = TrainConfig(task="vqa", model=LXRTConfig(hidden_size=128, num_attention_heads=8))
+    path = save(tmp_path / "both", tensors(), facts=facts, run=run)
+    assert inspect_checkpoint(path)[0].model.num_attention_heads == 4
+
+
+def test_listing_defaults_and_other_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    best = save(tmp_path / "snap" / "a", tensors(feat=2048), facts=facts_of("vqa", 7, 2048))
+    last = save_state_dict(tensors(), tmp_path / "snap" / "a" / "LAST.pth")
+    assert [path for _, path in find_checkpoints()] == ["snap/a/BEST.pth"]
+    assert [s.path for s in find_snapshots()] == [Path("snap/a/BEST.pth")]
+    assert [path for _, path in find_checkpoints(tmp_path / "snap", "LAST.pth")] == [str(last)]
+    assert [s.path for s in find_snapshots(tmp_path / "snap", "LAST.pth")] == [last]
+    assert best.is_file()
+
+
+def test_unknown_head_photo_model_comes_after_known_tasks_but_before_the_demo(tmp_path: Path) -> None:
+    """A photo model whose task is unknown (only its head) ranks below known photo tasks by priority, not by
+    age; it still comes before the demo (a model not about photos)."""
+    demo = save(tmp_path / "demo", tensors(), facts=facts_of("easy_vqa", 9, 76))
+    os.utime(demo, (1_000_000, 1_000_000))
+    unknown = save(tmp_path / "unknown", tensors(feat=2048, head=("one", 11)))
+    os.utime(unknown, (900_000, 900_000))
+    assert default_checkpoint(tmp_path) == unknown
+    gqa = save(tmp_path / "gqa", tensors(feat=2048), facts=facts_of("gqa", 9, 2048))
+    os.utime(gqa, (800_000, 800_000))
+    assert default_checkpoint(tmp_path) == gqa

@@ -118,7 +118,7 @@ def hf_select(cls_logits, attr_logits, box_deltas, proposals, prepared: Prepared
             break
     attrs = softmax(attr_logits[:, :-1])
     return {"keep": keep, "threshold": used, "boxes": mapped_back(boxes[keep], prepared),
-            "objects_id": classes[keep], "objects_conf": scores[keep],
+            "candidates": (boxes, scores), "objects_id": classes[keep], "objects_conf": scores[keep],
             "attrs_id": attrs[keep].argmax(1), "attrs_conf": attrs[keep].max(1)}  # fmt: skip
 
 
@@ -264,7 +264,7 @@ def test_hf_demo_selection_matches_the_ports_rules(lo: int, hi: int, threshold: 
     expected = hf_select(cls_logits, attr_logits, box_deltas, proposals, image, lo, hi)
     assert expected["threshold"] == threshold
     assert 6 in expected["objects_id"].tolist() and 5 in expected["attrs_id"].tolist()
-    boxes, scores, _ = best_boxes(cls_logits, box_deltas, proposals, image.net_size)
+    boxes, scores = expected["candidates"]
     assert len(expected["keep"]) == min(hi, len(greedy_nms(boxes, scores, threshold)))
     assert (expected["boxes"][:, 2] == 50).any() and (expected["boxes"][:, 3] == 55).any()
     assert (boxes[:, 2] == 75).any() and (boxes[:, 3] == 80).any()  # clipped to the network image first
